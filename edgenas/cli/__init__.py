@@ -1,0 +1,70 @@
+"""The ``edgenas`` command: thin Typer wrappers over the Python API.
+
+Each command group lives in its own module (``edgenas/cli/<group>.py``) that defines a ``typer.Typer``
+and is registered here. Every user error is an :class:`~edgenas.errors.EdgenasError`; ``main`` prints
+its one-line message on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgenas.errors import EdgenasError
+
+app = typer.Typer(
+    name="edgenas",
+    help="Hardware-aware neural architecture search for edge AI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("spaces")
+def spaces_command() -> None:
+    """List the search spaces with their sizes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgenas.spaces import SPACES, get_space
+
+    table = Table("space", "architectures", "dimensions", "description")
+    for name in SPACES:
+        space = get_space(name)
+        table.add_row(name, f"{space.size():.3g}", str(len(space.dimensions)), space.describe())
+    Console().print(table)
+
+
+# Command groups, one module each (registered below).
+from edgenas.cli import search as _search  # noqa: E402
+
+_search.register(app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except EdgenasError as exc:
+        print(f"edgenas: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("edgenas: interrupted; finished trials are stored (continue with --resume)", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""``edgenas search``, ``report`` and ``export`` (filled in by the foundation)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main app."""

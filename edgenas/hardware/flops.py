@@ -1,0 +1,28 @@
+"""Parameter and multiply-accumulate counts of a network.
+
+MACs are counted with PyTorch's own ``torch.utils.flop_counter`` on one forward pass at batch 1 (it
+counts convolutions and matrix products, i.e. what dominates a CNN; one MAC is two FLOPs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
+    """Multiply-accumulates of one forward pass on a ``1 x C x R x R`` input."""
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, in_channels, resolution, resolution)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops() // 2)
