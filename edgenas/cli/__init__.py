@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Hardware-aware neural architecture search for edge AI."""
+
+
 @app.command("spaces")
 def spaces_command() -> None:
     """List the search spaces with their sizes."""
@@ -46,24 +51,10 @@ _search.register(app)
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors exit 2 with click's message
     except EdgenasError as exc:
         print(f"edgenas: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("edgenas: interrupted; finished trials are stored (continue with --resume)", file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":
