@@ -124,7 +124,9 @@ TARGETS: dict[str, Factory] = {"cpu": _cpu}
 TARGET_PREFIXES: dict[str, Factory] = {}
 
 
-def _resolve(kind: str, spec: str, plain: dict[str, Factory], prefixed: dict[str, Factory], ctx: EvalContext) -> Evaluator:
+def _resolve(
+    kind: str, spec: str, plain: dict[str, Factory], prefixed: dict[str, Factory], ctx: EvalContext
+) -> Evaluator:
     if spec in plain:
         return plain[spec]("", ctx)
     prefix, sep, arg = spec.partition(":")

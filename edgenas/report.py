@@ -121,8 +121,12 @@ def write_report(out: str | Path) -> Path:
     )
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in config.to_json().items())
-    best_html = (f"<p>Best: trial {best.number}, " + ", ".join(f"{k} {v:.4g}" for k, v in best.metrics.items())
-                 + f"</p><pre>{html.escape(json.dumps(best.arch, indent=1))}</pre>") if best else "<p>No feasible trial.</p>"
+    best_html = "<p>No feasible trial.</p>"
+    if best:
+        values = ", ".join(f"{k} {v:.4g}" for k, v in best.metrics.items())
+        arch_json = html.escape(json.dumps(best.arch, indent=1))
+        best_html = f"<p>Best: trial {best.number}, {values}</p><pre>{arch_json}</pre>"
+    header = "".join(f"<th>{m}</th>" for m in metrics)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgenas report: {html.escape(str(out))}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #d0d7de;padding:3px 7px;text-align:left}}
@@ -132,7 +136,7 @@ code{{font-size:11px;word-break:break-all}}img{{max-width:100%}}</style></head><
 <h2>Best</h2>{best_html}
 <h2>Accuracy vs cost</h2>{_img(out / "pareto.png")}
 <h2>Progress</h2>{_img(out / "progress.png")}
-<h2>Pareto front</h2><table><tr><th>trial</th>{"".join(f"<th>{m}</th>" for m in metrics)}<th>arch</th></tr>{rows}</table>
+<h2>Pareto front</h2><table><tr><th>trial</th>{header}<th>arch</th></tr>{rows}</table>
 <h2>Settings</h2><table>{settings}</table>
 </body></html>"""
     path = out / "report.html"

@@ -113,7 +113,9 @@ def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[tuple[st
     return sorted(front, key=lambda r: tuple(r.metrics[n] for n, _ in objectives))
 
 
-def best_record(records: Sequence[TrialRecord], metric: str = "accuracy", direction: str = "maximize") -> TrialRecord | None:
+def best_record(
+    records: Sequence[TrialRecord], metric: str = "accuracy", direction: str = "maximize"
+) -> TrialRecord | None:
     """The feasible record with the best ``metric`` (ties: the earliest)."""
     feasible = [r for r in records if r.feasible and math.isfinite(r.metrics.get(metric, math.nan))]
     if not feasible:

@@ -70,17 +70,19 @@ def train_model(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(recipe.epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), recipe.batch_size):
-            idx = order[i : i + recipe.batch_size]
-            if len(idx) < 2:  # batch norm needs two samples
-                continue
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=recipe.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it locally
+        torch.manual_seed(seed)
+        for _ in range(recipe.epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), recipe.batch_size):
+                idx = order[i : i + recipe.batch_size]
+                if len(idx) < 2:  # batch norm needs two samples
+                    continue
+                loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=recipe.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
     return model.eval()
 
 
@@ -113,9 +115,9 @@ class TrainEstimator(Evaluator):
     def __call__(self, arch: Mapping[str, Any]) -> float:
         model, acc = self.fit(arch)
         if self.weights_dir is not None:
-            from edgenas.io import atomic_write_bytes
-
             import io
+
+            from edgenas.io import atomic_write_bytes
 
             buf = io.BytesIO()
             torch.save(model.state_dict(), buf)
