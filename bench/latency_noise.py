@@ -1,0 +1,64 @@
+"""How repeatable is a latency measurement? The same network measured again in separate fresh processes.
+
+For N seeded random ``mbv3-tiny`` architectures, each is measured R times, each time in a new process
+(the protocol of ``edgenas.hardware.measure``); rounds are interleaved (arch 1..N, then again) so that
+slow drifts of the machine's load hit every architecture alike. Per architecture the relative spread is
+(max - min) / median of its R medians; the table reports the median over architectures (target <= 5%).
+
+    python bench/latency_noise.py [--archs 10] [--repeats 5] [--backend onnxruntime torch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save  # noqa: E402
+
+from edgenas.hardware.measure import LatencyMeter, MeasureSettings  # noqa: E402
+from edgenas.spaces import get_space  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--archs", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", nargs="+", default=["onnxruntime", "torch"])
+    args = p.parse_args()
+    space = get_space("mbv3-tiny")
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(args.archs)]
+    figures: dict[str, dict] = {}
+    for backend in args.backend:
+        meter = LatencyMeter(space, 10, 3, MeasureSettings(backend=backend, threads=args.threads))
+        runs: list[list[float]] = [[] for _ in archs]
+        for _ in range(args.repeats):
+            for i, arch in enumerate(archs):
+                runs[i].append(meter.measure(arch)["median_ms"])
+        spreads = [(max(r) - min(r)) / statistics.median(r) for r in runs]
+        figures[backend] = {
+            "median_relative_spread": statistics.median(spreads),
+            "max_relative_spread": max(spreads),
+            "per_arch_medians_ms": [statistics.median(r) for r in runs],
+            "per_arch_spread": spreads,
+            "runs_ms": runs,
+        }
+    print(f"{'backend':<12} {'median spread':>14} {'max spread':>11} {'latency range (ms)':>20}")
+    for backend, f in figures.items():
+        lo, hi = min(f["per_arch_medians_ms"]), max(f["per_arch_medians_ms"])
+        print(f"{backend:<12} {100 * f['median_relative_spread']:>13.1f}% {100 * f['max_relative_spread']:>10.1f}%"
+              f" {lo:>9.3f} - {hi:.3f}")
+    print("target: median spread <= 5%")
+    path = save("latency_noise", {"archs": args.archs, "repeats": args.repeats, "threads": args.threads,
+                                  "target_median_spread": 0.05, "results": figures})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
