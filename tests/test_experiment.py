@@ -186,3 +186,15 @@ def test_invalid_arch_json_is_explained(tmp_path):
 def test_cli_spaces_lists_sizes():
     r = _cli("spaces")
     assert r.returncode == 0 and "mbv3-tiny" in r.stdout and "e+20" in r.stdout
+
+
+def test_cli_evaluate_validates_arch_json(tmp_path, micro):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(micro.extreme()))
+    r = _cli("evaluate", str(good), "--space", MICRO, "--data", "synthetic")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metrics"]["params"] > 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**micro.extreme(), "s2.depth": 7}))
+    r = _cli("evaluate", str(bad), "--space", MICRO, "--data", "synthetic")
+    assert r.returncode == 2 and r.stderr.strip() == "edgenas: error: stage 2 depth 7 not in {1, 2}"

@@ -123,8 +123,40 @@ def export(
                f"onnxruntime vs PyTorch max abs diff {r.max_abs_diff:.1e})")
 
 
+def evaluate(
+    arch_file: Path = typer.Argument(..., help="JSON file with an architecture (or an exported model's .json)."),
+    space: str = typer.Option("mbv3-tiny", help="Search space of the architecture."),
+    data: str = typer.Option("digits", help="Data set (for classes, channels and training)."),
+    target: str = typer.Option(None, help="Device target for latency (e.g. cpu)."),
+    estimator: str = typer.Option(None, help="Accuracy estimator (e.g. train); none by default."),
+    epochs: int = typer.Option(2, help="Training epochs (estimator 'train')."),
+    backend: str = typer.Option("onnxruntime", help="Latency backend on cpu."),
+    threads: int = typer.Option(1, help="Threads for latency measurement."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Validate one architecture and print its metrics (params, MACs, latency, accuracy) as JSON."""
+    import json
+
+    from edgenas.evaluators import EvalContext, make_cost, make_estimator, make_target
+    from edgenas.export import load_arch_json
+    from edgenas.spaces import get_space
+
+    s = get_space(space)
+    arch = s.validate(load_arch_json(arch_file))
+    ctx = EvalContext(space=s, data_spec=data, seed=seed, epochs=epochs, backend=backend, threads=threads)
+    metrics: dict[str, float] = {}
+    if s.builder:
+        metrics.update(params=make_cost("params", ctx)(arch), flops=make_cost("flops", ctx)(arch))
+    if target:
+        metrics["latency"] = make_target(target, ctx)(arch)
+    if estimator:
+        metrics["accuracy"] = make_estimator(estimator, ctx)(arch)
+    typer.echo(json.dumps({"space": s.name, "arch": arch, "metrics": metrics}, indent=1))
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     app.command("search")(search)
     app.command("report")(report)
     app.command("export")(export)
+    app.command("evaluate")(evaluate)
