@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgenas.errors import EdgenasError, InvalidArchitecture
+from edgenas.hardware.graph import Op
 from edgenas.spaces.base import SearchSpace
 from edgenas.spaces.mbv3 import MBV3Space
 
@@ -119,6 +120,44 @@ class Layer:
         if self.op == "pool_mix":
             return self.cin * self.cout
         return self.cin * self.cout + self.cout  # linear
+
+    def ops(self, prefix: str = "") -> list[Op]:
+        """The primitive operators of this layer with the conventions of :mod:`edgenas.hardware.graph`
+        (BN folded: its parameters are weights of a zero-cost fused op; activations free)."""
+        o, s = self.out_size, self.hidden
+
+        def conv(name: str, cin: int, cout: int, k: int, groups: int, size_in: int, size_out: int,
+                 bias: bool = False, bn: bool = True) -> list[Op]:
+            macs = cout * (cin // groups) * k * k * size_out * size_out
+            w = cout * (cin // groups) * k * k + (cout if bias else 0)
+            out = [Op(prefix + name, "conv", macs, 2 * macs, w, cin * size_in**2, cout * size_out**2)]
+            if bn:
+                out.append(Op(prefix + name + ".bn", "fused", weight_elems=2 * cout))
+            return out
+
+        if self.op == "conv":
+            return conv("conv", self.cin, self.cout, self.kernel, 1, self.size, o)
+        if self.op == "pool_mix":
+            return [Op(prefix + "pool", "pool", 0, self.cin * self.size**2, 0, self.cin * self.size**2, self.cin),
+                    *conv("mix", self.cin, self.cout, 1, 1, 1, 1, bn=False)]
+        if self.op == "linear":
+            macs = self.cin * self.cout
+            return [Op(prefix + "fc", "linear", macs, 2 * macs, macs + self.cout, self.cin, self.cout)]
+        ops: list[Op] = []
+        if self.expand != 1:
+            ops += conv("expand", self.cin, s, 1, 1, self.size, self.size)
+        ops += conv("depthwise", s, s, self.kernel, s, self.size, o)
+        if self.se:
+            e = s * o * o
+            ops.append(Op(prefix + "se.pool", "pool", 0, e, 0, e, s))
+            ops += conv("se.reduce", s, self.se_hidden, 1, 1, 1, 1, bias=True, bn=False)
+            ops += conv("se.expand", self.se_hidden, s, 1, 1, 1, 1, bias=True, bn=False)
+            ops.append(Op(prefix + "se.mul", "eltwise", 0, e, 0, e + s, e))
+        ops += conv("project", s, self.cout, 1, 1, o, o)
+        if self.residual:
+            n = self.cout * o * o
+            ops.append(Op(prefix + "add", "eltwise", 0, n, 0, 2 * n, n))
+        return ops
 
     def input_elems(self) -> int:
         return self.cin * self.size * self.size

@@ -12,9 +12,10 @@ log-latency. Choices made here, and why:
   regression, which carries the (mostly additive) bulk of the signal; with a few hundred to a thousand
   training archs this is far more stable than a tree ensemble or network on its own;
 - **offset**: ``offset="window"`` shifts the log-prediction by the constant that maximises the share of
-  *out-of-fold* predictions within ``±tolerance`` (the centre of the densest ``±tol`` window of the
-  residuals), which is the right centre when the error distribution is skewed (a right tail of slow
-  measurements); ``"median"`` uses the median out-of-fold residual, ``"none"`` no shift.
+  *out-of-fold* predictions within ``±tolerance`` (the densest ``±tol`` window of the residuals; the
+  smallest such move from the median), which is the right centre when the error distribution is skewed
+  (a right tail of slow measurements); ``"median"`` uses the median out-of-fold residual, ``"none"`` no
+  shift.
 
 A fitted predictor is saved to one ``.npz`` (arrays plus a JSON metadata string, no pickle) with the
 space it was trained for; loading it for another space is an error.
@@ -42,18 +43,32 @@ MODELS = ("linear", "gbt", "mlp")
 OFFSETS = ("window", "median", "none")
 
 
-def window_offset(residuals: np.ndarray, tolerance: float = 0.10, smooth: int = 5) -> float:
+def window_offset(residuals: np.ndarray, tolerance: float = 0.10, slack: float = 0.002) -> float:
     """The shift ``c`` that maximises the share of ``exp(r - c) - 1`` within ``±tolerance`` (log residuals
-    ``r``), smoothed over ``±smooth`` grid steps of 0.001 so that a lucky single step does not win."""
+    ``r``). The share is often flat over a range of shifts (every clean row inside); among the shifts
+    within ``slack`` (a share) of the best, the one closest to the median residual is taken, so the
+    offset moves the prediction only as far as the hit rate asks."""
     r = np.asarray(residuals, dtype=np.float64)
     lo, hi = np.log(1 - tolerance), np.log(1 + tolerance)
     grid = np.arange(-0.3, 0.3001, 0.001)
     sr = np.sort(r)
-    inside = np.searchsorted(sr, grid + hi, side="right") - np.searchsorted(sr, grid + lo, side="left")
-    kernel = np.ones(2 * smooth + 1) / (2 * smooth + 1)
-    score = np.convolve(inside.astype(np.float64), kernel, mode="same")
-    best = np.flatnonzero(score == score.max())
-    return float(grid[best[len(best) // 2]])
+    share = (np.searchsorted(sr, grid + hi, side="right") - np.searchsorted(sr, grid + lo, side="left")) / len(r)
+    good = grid[share >= share.max() - slack]
+    return float(good[np.argmin(np.abs(good - np.median(r)))])
+
+
+def _robust_blend(base_residual: np.ndarray, correction: np.ndarray) -> float:
+    """The share ``lam`` in [0, 1] of a residual model's out-of-fold correction that minimises the Huber
+    loss of ``base_residual - lam * correction`` (scale: MAD of the base residual)."""
+    scale = 1.4826 * np.median(np.abs(base_residual - np.median(base_residual))) or 1e-9
+    delta = 1.345 * scale
+
+    def huber(r: np.ndarray) -> float:
+        a = np.abs(r - np.median(r))
+        return float(np.mean(np.where(a <= delta, 0.5 * a**2, delta * (a - 0.5 * delta))))
+
+    grid = np.linspace(0.0, 1.0, 21)
+    return float(grid[int(np.argmin([huber(base_residual - g * correction) for g in grid]))])
 
 
 class LatencyPredictor:
@@ -109,9 +124,9 @@ class LatencyPredictor:
         return base, resid_model
 
     @staticmethod
-    def _predict_core(base: RobustLinear, resid_model: Any, X: np.ndarray) -> np.ndarray:
+    def _predict_core(base: RobustLinear, resid_model: Any, X: np.ndarray, blend: float = 1.0) -> np.ndarray:
         p = base.predict(X)
-        return p + resid_model.predict(X) if resid_model is not None else p
+        return p + blend * resid_model.predict(X) if resid_model is not None and blend else p
 
     def fit(self, archs: Sequence[Mapping[str, Any]], latency_ms: Sequence[float]) -> LatencyPredictor:
         y_ms = np.asarray(latency_ms, dtype=np.float64)
@@ -125,15 +140,22 @@ class LatencyPredictor:
         X = self.features_.transform(archs)
         y = np.log(y_ms)
         self.base_, self.resid_ = self._fit_core(X, y)
-        # Out-of-fold residuals: for the offset and an honest training-time fidelity estimate.
-        oof = np.full(len(y), np.nan)
-        if self.offset != "none" and self.folds >= 2:
+        # Out-of-fold predictions: they choose how much of the non-linear residual model to keep
+        # (``blend_``, 0..1, so that a residual model that only fits noise is shrunk away) and the offset.
+        oof_base, oof_resid = np.full(len(y), np.nan), np.zeros(len(y))
+        if self.folds >= 2:
             rng = np.random.default_rng(self.random_state)
             fold = rng.permutation(len(y)) % self.folds
             for f in range(self.folds):
                 tr, te = fold != f, fold == f
                 b, r = self._fit_core(X[tr], y[tr], min(1, self.robust_rounds))
-                oof[te] = y[te] - self._predict_core(b, r, X[te])
+                oof_base[te] = b.predict(X[te])
+                if r is not None:
+                    oof_resid[te] = r.predict(X[te])
+        self.blend_ = 1.0
+        if self.resid_ is not None and np.isfinite(oof_base).all():
+            self.blend_ = _robust_blend(y - oof_base, oof_resid)
+        oof = y - oof_base - self.blend_ * oof_resid
         if self.offset == "window" and np.isfinite(oof).all():
             self.offset_ = window_offset(oof, self.tolerance)
         elif self.offset == "median" and np.isfinite(oof).all():
@@ -150,7 +172,7 @@ class LatencyPredictor:
         if not hasattr(self, "base_"):
             raise EdgenasError("this latency predictor is not fitted yet")
         X = self.features_.transform(archs)
-        return np.exp(self._predict_core(self.base_, self.resid_, X) + self.offset_)
+        return np.exp(self._predict_core(self.base_, self.resid_, X, self.blend_) + self.offset_)
 
     # ---------------------------------------------------------------- I/O
     def _meta(self) -> dict[str, Any]:
@@ -160,6 +182,7 @@ class LatencyPredictor:
             "offset": self.offset, "tolerance": self.tolerance, "folds": self.folds,
             "robust_rounds": self.robust_rounds, "random_state": self.random_state,
             "model_params": self.model_params, "offset_": self.offset_, "n_train_": self.n_train_,
+            "blend_": self.blend_,
             "base_params": self.base_.get_params(),
             "resid_params": self.resid_.get_params() if self.resid_ is not None else None,
             "features": self.features_.names, "has_lut": self.features_.lut_values is not None,
@@ -219,6 +242,7 @@ class LatencyPredictor:
             if meta["resid_params"] is not None:
                 pred.resid_ = REGRESSORS[meta["model"]].from_arrays(meta["resid_params"], _strip(arrays, "resid."))
             pred.offset_, pred.n_train_ = float(meta["offset_"]), int(meta["n_train_"])
+            pred.blend_ = float(meta["blend_"])
             pred.info_ = meta.get("info", {})
         except (KeyError, ValueError, TypeError) as exc:
             raise EdgenasError(f"latency predictor '{path}' is malformed ({exc}); fit it again") from None
