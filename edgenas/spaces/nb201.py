@@ -23,6 +23,8 @@ edge_2_3``. Besides the dict form, an architecture has
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -170,6 +172,25 @@ def parse_nb201_string(text: str) -> Arch:
             tok_pos += len(token) + 1
         pos += len(group) + 1
     return {n: arch[n] for n in EDGE_NAMES}
+
+
+@functools.cache
+def _string_codes() -> dict[str, int]:
+    """Every canonical NB201 string -> its code (built once; makes parsing a table fast)."""
+    out = {}
+    for code, ops in enumerate(itertools.product(OPS, repeat=len(EDGES))):
+        op = ops[::-1]  # product() varies the last position fastest; a code's lowest digit is edge 0->1
+        out[f"|{op[0]}~0|+|{op[1]}~0|{op[2]}~1|+|{op[3]}~0|{op[4]}~1|{op[5]}~2|"] = code
+    return out
+
+
+def nb201_string_code(text: str) -> int:
+    """The code of an NB201 string (fast for canonical strings; others are parsed, with clear errors)."""
+    code = _string_codes().get(text) if isinstance(text, str) else None
+    if code is None:
+        arch = parse_nb201_string(text)
+        code = sum(_OP_INDEX[arch[n]] * w for n, w in _NAME_WEIGHTS)
+    return code
 
 
 def nb201_param_count(
