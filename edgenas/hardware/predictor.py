@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,24 @@ def window_offset(residuals: np.ndarray, tolerance: float = 0.10, slack: float =
     return float(good[np.argmin(np.abs(good - np.median(r)))])
 
 
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Limit the BLAS / OpenMP thread pools to ``n`` inside the block (restored afterwards).
+
+    The pools are found once per process (threadpoolctl scans the loaded libraries, which takes
+    milliseconds); each use then only sets and restores their thread counts."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    with _CONTROLLER.limit(limits=n):
+        yield
+
+
+_CONTROLLER: Any = None  # the process's thread-pool controller, found on first use
+
+
 def _robust_blend(base_residual: np.ndarray, correction: np.ndarray) -> float:
     """The share ``lam`` in [0, 1] of a residual model's out-of-fold correction that minimises the Huber
     loss of ``base_residual - lam * correction`` (scale: MAD of the base residual)."""
@@ -85,11 +104,14 @@ class LatencyPredictor:
     offset, tolerance, folds: the out-of-fold offset (see the module docstring).
     robust_rounds: IRLS rounds of Huber re-weighting of the whole model.
     model_params: passed to the regressor (see :mod:`edgenas.hardware.regressors`).
+    threads: BLAS threads while fitting and predicting (the matrices are small: more threads only
+        contend, badly so on a shared machine).
     """
 
     def __init__(self, space: SearchSpace, model: str = "gbt", num_classes: int = 10, in_channels: int = 3,
                  lut: Any = None, offset: str = "window", tolerance: float = 0.10, folds: int = 5,
-                 robust_rounds: int = 2, random_state: int = 0, model_params: dict[str, Any] | None = None) -> None:
+                 robust_rounds: int = 2, random_state: int = 0, model_params: dict[str, Any] | None = None,
+                 threads: int = 1) -> None:
         if model not in MODELS:
             raise EdgenasError(f"unknown predictor model '{model}'; valid: {', '.join(MODELS)}")
         if offset not in OFFSETS:
@@ -98,6 +120,7 @@ class LatencyPredictor:
         self.lut, self.offset, self.tolerance, self.folds = lut, offset, tolerance, folds
         self.robust_rounds, self.random_state = robust_rounds, random_state
         self.model_params = dict(model_params or {})
+        self.threads = threads
 
     # ------------------------------------------------------------------ fit
     def _features(self) -> Features:
@@ -129,6 +152,10 @@ class LatencyPredictor:
         return p + blend * resid_model.predict(X) if resid_model is not None and blend else p
 
     def fit(self, archs: Sequence[Mapping[str, Any]], latency_ms: Sequence[float]) -> LatencyPredictor:
+        with blas_threads(self.threads):
+            return self._fit(archs, latency_ms)
+
+    def _fit(self, archs: Sequence[Mapping[str, Any]], latency_ms: Sequence[float]) -> LatencyPredictor:
         y_ms = np.asarray(latency_ms, dtype=np.float64)
         if len(archs) != len(y_ms):
             raise EdgenasError(f"{len(archs)} architectures but {len(y_ms)} latencies")
@@ -172,7 +199,8 @@ class LatencyPredictor:
         if not hasattr(self, "base_"):
             raise EdgenasError("this latency predictor is not fitted yet")
         X = self.features_.transform(archs)
-        return np.exp(self._predict_core(self.base_, self.resid_, X, self.blend_) + self.offset_)
+        with blas_threads(self.threads):
+            return np.exp(self._predict_core(self.base_, self.resid_, X, self.blend_) + self.offset_)
 
     # ---------------------------------------------------------------- I/O
     def _meta(self) -> dict[str, Any]:

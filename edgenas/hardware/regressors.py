@@ -106,7 +106,7 @@ class BoostedTrees:
 
     kind = "gbt"
 
-    def __init__(self, n_estimators: int = 200, max_depth: int = 3, learning_rate: float = 0.05,
+    def __init__(self, n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
                  subsample: float = 0.8, max_features: float = 0.5, huber_alpha: float = 0.9,
                  random_state: int = 0) -> None:
         self.n_estimators, self.max_depth, self.learning_rate = n_estimators, max_depth, learning_rate
