@@ -41,6 +41,7 @@ RESULTS = ROOT / "bench" / "results"
 OUT = RESULTS / "latency_fidelity.json"
 LUT_PATH = RESULTS / "lut_mbv3_tiny_onnxruntime_1t.json"
 CPU_DATA = RESULTS / "cpu_mbv3_tiny_latency.jsonl"
+CPU_REF_DATA = RESULTS / "cpu_mbv3_tiny_latency_ref.jsonl"
 DEVICES = ("titan_rtx_1", "v100_1", "titan_xp_1")
 
 
@@ -132,37 +133,44 @@ def part_measure(args: argparse.Namespace) -> None:
     import torch
 
     from edgenas.hardware.measure import LatencyMeter, MeasureSettings
+    from edgenas.hardware.relative import RelativeMeter
 
     torch.set_num_threads(1)
     space = get_space("mbv3-tiny")
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.n)]
+    data = CPU_REF_DATA if args.reference else CPU_DATA
     done = set()
-    if CPU_DATA.exists():
-        for line in CPU_DATA.read_text().splitlines():
+    if data.exists():
+        for line in data.read_text().splitlines():
             try:
                 done.add(json.loads(line)["i"])
             except (ValueError, KeyError):
                 continue
-    meter = LatencyMeter(space, 10, 3, MeasureSettings("onnxruntime", threads=1))
+    settings = MeasureSettings("onnxruntime", threads=1)
+    meter = RelativeMeter(space, 10, 3, settings) if args.reference else LatencyMeter(space, 10, 3, settings)
     t0 = time.time()
     for i, arch in enumerate(archs):
         if i in done:
             continue
         load = os.getloadavg()[0]
         res = meter.measure(arch)
-        t = np.asarray(res["times_ms"])
-        row = {"i": i, "arch": arch, "latency_ms": res["median_ms"], "p10_ms": float(np.percentile(t, 10)),
-               "min_ms": float(t.min()), "runs": len(t), "loadavg": load, "time": time.time()}
-        with open(CPU_DATA, "a", encoding="utf-8") as f:
+        if args.reference:  # drift-corrected: timed against a fixed reference network in the same process
+            row = {"i": i, "arch": arch, "latency_ms": res["arch_ms"], "ref_ms": res["ref_ms"],
+                   "ratio": res["ratio"], "reference": meter.reference, "loadavg": load, "time": time.time()}
+        else:
+            t = np.asarray(res["times_ms"])
+            row = {"i": i, "arch": arch, "latency_ms": res["median_ms"], "p10_ms": float(np.percentile(t, 10)),
+                   "min_ms": float(t.min()), "runs": len(t), "loadavg": load, "time": time.time()}
+        with open(data, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if i % 10 == 0:
             print(f"{i + 1}/{args.n} measured ({time.time() - t0:.0f} s, load {load:.2f})", flush=True)
 
 
-def _read_cpu() -> list[dict[str, Any]]:
+def _read_cpu(path: Path) -> list[dict[str, Any]]:
     rows = {}
-    for line in CPU_DATA.read_text().splitlines():
+    for line in path.read_text().splitlines():
         try:
             r = json.loads(line)
             rows[r["i"]] = r
@@ -176,7 +184,8 @@ def part_cpu(args: argparse.Namespace) -> None:
     from edgenas.hardware.predictor import LatencyPredictor
 
     space = get_space("mbv3-tiny")
-    rows = _read_cpu()
+    data = CPU_REF_DATA if args.reference else CPU_DATA
+    rows = _read_cpu(data)
     if len(rows) < args.train + 50:
         sys.exit(f"only {len(rows)} measured archs; run the 'measure' part first")
     stat = args.stat
@@ -186,13 +195,15 @@ def part_cpu(args: argparse.Namespace) -> None:
     tr, te = slice(0, args.train), slice(args.train, None)
     table = LatencyTable.load(LUT_PATH)
     lut = table.bind(space, 10, 3)
-    out: dict[str, Any] = {"stat": stat, "train": args.train, "test": len(rows) - args.train,
+    out: dict[str, Any] = {"stat": stat, "data": str(data.relative_to(ROOT)), "train": args.train,
+                           "test": len(rows) - args.train,
                            "test_loadavg_median": float(np.median([r["loadavg"] for r in rows[args.train:]])),
                            "results": {}}
     res = out["results"]
     raw = lut.raw_sum(archs)
     res["lut raw sum"] = fidelity_report(raw[te], y[te], order[te])
-    res["lut + profile calibration"] = fidelity_report(lut.predict(archs)[te], y[te], order[te])
+    if stat != "ratio":  # the profile's calibration is in ms, the ratio is in reference units
+        res["lut + profile calibration"] = fidelity_report(lut.predict(archs)[te], y[te], order[te])
     for n_cal in args.calibrate:
         cal = fit_calibration(table, space, archs[:n_cal], y[:n_cal], 10, 3)
         table.calibration = cal
@@ -214,7 +225,7 @@ def part_cpu(args: argparse.Namespace) -> None:
     best = max((k for k in preds if k != "lut"), key=lambda k: res[k]["within_10_pct"])
     for name in ("lut", best):
         key = name if name != "lut" else f"lut + calibration on {args.train} nets"
-        png = RESULTS / f"latency_fidelity_cpu_{'lut' if name == 'lut' else 'predictor'}.png"
+        png = RESULTS / f"latency_fidelity_cpu_{stat}_{'lut' if name == 'lut' else 'predictor'}.png"
         plot_fidelity(preds[name], y[te], png, f"mbv3-tiny on this CPU: {key}", order[te])
     out["best_predictor"] = best
     update(f"cpu_{stat}", out)
@@ -270,7 +281,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=700)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--calibrate", type=int, nargs="+", default=[20])
-    ap.add_argument("--stat", default="latency_ms", choices=["latency_ms", "p10_ms", "min_ms"])
+    ap.add_argument("--stat", default="latency_ms", choices=["latency_ms", "p10_ms", "min_ms", "ratio"],
+                    help="what to model: the raw median, or (with --reference data) the drift-free ratio")
+    ap.add_argument("--reference", action="store_true",
+                    help="measure / read the drift-corrected data (each arch timed against a reference net)")
     args = ap.parse_args()
     if args.part == "profile":
         args.calibrate = args.calibrate[0]

@@ -10,7 +10,9 @@ log-latency. Choices made here, and why:
   the slow rows stop pulling the fit;
 - **linear base + non-linear residual**: ``gbt`` and ``mlp`` fit the residual of a robust ridge
   regression, which carries the (mostly additive) bulk of the signal; with a few hundred to a thousand
-  training archs this is far more stable than a tree ensemble or network on its own;
+  training archs this is far more stable than a tree ensemble or network on its own. How much of the
+  residual model to keep (``blend_`` in [0, 1]) is chosen on out-of-fold predictions, so a residual
+  model that only learned noise is shrunk away instead of hurting (stacking, Wolpert 1992);
 - **offset**: ``offset="window"`` shifts the log-prediction by the constant that maximises the share of
   *out-of-fold* predictions within ``±tolerance`` (the densest ``±tol`` window of the residuals; the
   smallest such move from the median), which is the right centre when the error distribution is skewed

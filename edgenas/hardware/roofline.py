@@ -159,7 +159,7 @@ class RooflineLatency(Evaluator):
     def evaluate_batch(self, archs: Sequence[Mapping[str, Any]]) -> list[float]:
         if self.layers is None:
             return [self(a) for a in archs]
-        return list(self.layers.sum(self.layer_ms, self.layers.batch_layer_ids(archs)))
+        return self.layers.sum(self.layer_ms, self.layers.batch_layer_ids(archs)).tolist()
 
     def __call__(self, arch: Mapping[str, Any]) -> float:
         if self.layers is not None:
