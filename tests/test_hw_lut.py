@@ -228,3 +228,16 @@ def test_lut_target_is_instant_and_vectorised(micro, rng, tmp_path):
     assert ev.instant and ev.name == "latency" and ev.unit == "ms"
     assert np.allclose(ev.evaluate_batch(archs), [ev(a) for a in archs])
     assert Path(tmp_path / "lut.json").exists()
+
+
+@pytest.mark.slow
+def test_drift_corrected_measurement_returns_a_ratio(micro, rng):
+    from edgenas.hardware.relative import RelativeMeter
+
+    meter = RelativeMeter(micro, 10, rounds=3, runs=5, warmup=2)
+    same = meter.measure(meter.reference)
+    assert same["ratio"] == pytest.approx(1.0, abs=0.15)  # the reference against itself
+    res = meter.measure(micro.sample(rng))
+    assert res["ratio"] > 0 and res["arch_ms"] > 0 and res["ref_ms"] > 0
+    with pytest.raises(EdgenasError, match="onnxruntime backend only"):
+        RelativeMeter(micro, 10, settings=MeasureSettings("torch"))

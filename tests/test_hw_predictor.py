@@ -62,7 +62,7 @@ def test_boosted_trees_numpy_prediction_equals_sklearn(rng):
 
     X = rng.normal(size=(300, 6))
     y = X[:, 0] * 2 + np.sin(X[:, 1]) + 0.1 * rng.normal(size=300)
-    ours = BoostedTrees(n_estimators=40, max_depth=3, random_state=1).fit(X, y)
+    ours = BoostedTrees(n_estimators=40, max_depth=3, learning_rate=0.05, random_state=1).fit(X, y)
     ref = GradientBoostingRegressor(loss="huber", alpha=0.9, n_estimators=40, max_depth=3, learning_rate=0.05,
                                     subsample=0.8, max_features=0.5, random_state=1).fit(X, y)
     assert np.allclose(ours.predict(X), ref.predict(X), atol=1e-12)

@@ -109,8 +109,6 @@ def fit(
 
     s = get_space(space)
     nc, ic = _classes(data, classes, in_channels)
-    if dataset and "ofa" in Path(dataset).name and classes is None and data is None:
-        nc = 1000  # OFA's ImageNet networks
     rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed)
     report = fit_latency_predictor(s, rows, model, lut, nc, ic, holdout, out)
     typer.echo(json.dumps(report, indent=1))

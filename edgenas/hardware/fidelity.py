@@ -80,7 +80,7 @@ def fidelity_report(predicted: Sequence[float], measured: Sequence[float], order
 
 
 def plot_fidelity(predicted: Sequence[float], measured: Sequence[float], path: str | os.PathLike[str],
-                  title: str = "", order: Sequence[int] | None = None) -> None:
+                  title: str = "", order: Sequence[int] | None = None, unit: str = "ms") -> None:
     """Two panels: predicted vs measured (±10 % band) and relative residual vs measurement order."""
     import matplotlib
 
@@ -96,9 +96,9 @@ def plot_fidelity(predicted: Sequence[float], measured: Sequence[float], path: s
     a.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.15, label="±10 %")
     a.plot(line, line, color="tab:green", lw=1)
     a.scatter(m, p, s=6, alpha=0.5)
-    a.set_xlabel("measured latency (ms)")
-    a.set_ylabel("predicted latency (ms)")
-    a.set_title(f"{title}\nRMSE {stats['rmse_ms']:.3g} ms, ±10 %: {stats['within_10_pct']:.1f} %, "
+    a.set_xlabel(f"measured latency ({unit})")
+    a.set_ylabel(f"predicted latency ({unit})")
+    a.set_title(f"{title}\nRMSE {stats['rmse_ms']:.3g} {unit}, ±10 %: {stats['within_10_pct']:.1f} %, "
                 f"Spearman {stats['spearman']:.3f}", fontsize=9)
     a.legend(loc="upper left", fontsize=8)
     rel = (m[idx] / p[idx] - 1.0) * 100
