@@ -241,3 +241,12 @@ def test_drift_corrected_measurement_returns_a_ratio(micro, rng):
     assert res["ratio"] > 0 and res["arch_ms"] > 0 and res["ref_ms"] > 0
     with pytest.raises(EdgenasError, match="onnxruntime backend only"):
         RelativeMeter(micro, 10, settings=MeasureSettings("torch"))
+
+
+def test_table_for_another_backend_is_refused(micro, tmp_path):
+    from edgenas.hardware.workflows import check_table_settings
+
+    synthetic_table(micro).save(tmp_path / "lut.json")  # built for onnxruntime, 1 thread
+    check_table_settings(str(tmp_path / "lut.json"), "onnxruntime", 1)
+    with pytest.raises(EdgenasError, match="built for onnxruntime with 1 thread.*not for torch with 1"):
+        check_table_settings(str(tmp_path / "lut.json"), "torch", 1)

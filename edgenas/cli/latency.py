@@ -133,10 +133,12 @@ def evaluate(
     seed: int = typer.Option(1, help="Seed of the measured architectures (differs from fit's by default)."),
 ) -> None:
     """Fidelity of a latency table or predictor on held-out measured architectures."""
-    from edgenas.hardware.workflows import evaluate_latency_model, latency_model
+    from edgenas.hardware.workflows import check_table_settings, evaluate_latency_model, latency_model
     from edgenas.spaces import get_space
 
     s = get_space(space)
+    if lut and measure:
+        check_table_settings(lut, backend, threads)
     nc, ic = _classes(data, classes, in_channels)
     predict = latency_model(s, lut, predictor, nc if (data or classes) else None, ic if (data or in_channels) else None)
     rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed)

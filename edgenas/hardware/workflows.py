@@ -97,6 +97,19 @@ def latency_model(space: SearchSpace, lut: str | None = None, predictor: str | N
     return LatencyPredictor.load(str(predictor), space).predict
 
 
+def check_table_settings(lut: str, backend: str, threads: int) -> None:
+    """Refuse to compare a table with measurements made with another runtime or thread count."""
+    from edgenas.hardware.lut import LatencyTable
+
+    table = LatencyTable.load(lut)
+    built = (table.meta.get("backend"), table.meta.get("threads"))
+    if built[0] is not None and built != (backend, threads):
+        raise EdgenasError(
+            f"latency table '{lut}' was built for {built[0]} with {built[1]} thread(s), not for {backend} with "
+            f"{threads}; pass --backend {built[0]} --threads {built[1]} or profile a table for these settings"
+        )
+
+
 def evaluate_latency_model(predict: Callable[[list], np.ndarray], data: LatencyData,
                            plot: str | os.PathLike[str] | None = None, title: str = "") -> dict[str, Any]:
     """Fidelity of ``predict`` on the measurements in ``data`` (in file order, which is measurement order)."""
