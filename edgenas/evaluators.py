@@ -114,10 +114,22 @@ def _cpu(arg: str, ctx: EvalContext) -> Evaluator:
     return MeasuredLatency(ctx.space, ctx.data.num_classes, ctx.data.in_channels, settings, ctx.cache_dir)
 
 
+def _tabular(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.estimators.tabular import make_tabular_estimator
+
+    return make_tabular_estimator(arg, ctx)
+
+
+def _nb201_device(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.tabular import make_nb201_target
+
+    return make_nb201_target(arg, ctx)
+
+
 ESTIMATORS: dict[str, Factory] = {"train": _train, "params": _params, "flops": _macs}
-ESTIMATOR_PREFIXES: dict[str, Factory] = {}
+ESTIMATOR_PREFIXES: dict[str, Factory] = {"tabular": _tabular}
 TARGETS: dict[str, Factory] = {"cpu": _cpu}
-TARGET_PREFIXES: dict[str, Factory] = {}
+TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device}
 
 
 def _resolve(kind: str, spec: str, plain: dict[str, Factory], prefixed: dict[str, Factory], ctx: EvalContext) -> Evaluator:

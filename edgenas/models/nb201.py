@@ -1,0 +1,129 @@
+"""The NAS-Bench-201 CIFAR network, built from an architecture of the ``nb201`` space.
+
+Dong & Yang, "NAS-Bench-201" (ICLR 2020), section 2.1: a 3x3 conv stem (C channels) and BN, three stages
+of N cells at C, 2C and 4C channels separated by residual reduction blocks, then BN-ReLU, global average
+pooling and a linear classifier. With C=16, N=5 and 10 classes its parameter count is the benchmark's
+(e.g. 0.129306 M and 0.802426 M for rows 0 and 1 of the table):
+
+* ``nor_conv_kxk`` is ReLU -> conv (no bias) -> BN (affine): ``C*C*k*k + 2C`` parameters;
+* ``skip_connect``, ``avg_pool_3x3`` (3x3, stride 1, padding not counted) and ``none`` (zeros) have none;
+* the reduction block is a ResNet basic block: two ReLU-conv3x3-BN (the first with stride 2) plus a
+  shortcut of 2x2 average pooling and a 1x1 conv (no BN);
+* every edge's operation exists in every cell, even where the cell's wiring leaves its output unused, as
+  in the benchmark's own networks.
+
+:func:`edgenas.spaces.nb201.nb201_param_count` gives the same count in closed form, without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgenas.spaces.nb201 import EDGES, NB201Config, NB201Space
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU, a bias-free convolution and batch norm (NB201's ``nor_conv`` ordering)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.ReLU(),
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+
+
+def make_op(name: str, channels: int) -> nn.Module | None:
+    """The module of one edge operation (stride 1, same channels); ``None`` for ``none``."""
+    if name == "none":
+        return None
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown NB201 op '{name}'")
+
+
+class NB201Cell(nn.Module):
+    """A cell: node 0 is the input; node j = sum over i < j of op_ij(node i); the output is node 3.
+
+    A ``none`` edge contributes zeros (it is simply left out of the sum); a node with only ``none``
+    inputs is all zeros.
+    """
+
+    def __init__(self, ops: list[str], channels: int) -> None:
+        super().__init__()
+        self.op_names = list(ops)
+        self.edges = nn.ModuleList([make_op(op, channels) or nn.Identity() for op in ops])
+        self._live = [op != "none" for op in ops]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for j in range(1, 4):
+            total: torch.Tensor | None = None
+            for k, (i, jj) in enumerate(EDGES):
+                if jj != j or not self._live[k]:
+                    continue
+                y = self.edges[k](nodes[i])
+                total = y if total is None else total + y
+            nodes.append(total if total is not None else torch.zeros_like(x))
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """NB201's reduction block: a ResNet basic block with stride 2 (He et al., CVPR 2016) whose shortcut is
+    2x2 average pooling followed by a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(cin, cout, 3, stride=2)
+        self.conv_b = ReLUConvBN(cout, cout, 3)
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(cin, cout, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Net(nn.Module):
+    """``stem -> cells/reductions -> BN-ReLU -> global pooling -> linear``."""
+
+    def __init__(self, ops: list[str], num_classes: int, in_channels: int, cfg: NB201Config) -> None:
+        super().__init__()
+        c, n = cfg.channels, cfg.cells_per_stage
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        layers: list[nn.Module] = []
+        for stage, width in enumerate((c, 2 * c, 4 * c)):
+            if stage > 0:
+                layers.append(ResidualReduction(width // 2, width))
+            layers.extend(NB201Cell(ops, width) for _ in range(n))
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * c), nn.ReLU())
+        self.classifier = nn.Linear(4 * c, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map before global pooling (after the final BN-ReLU)."""
+        return self.lastact(self.cells(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
+def build_nb201(
+    space: NB201Space, arch: Mapping[str, Any], num_classes: int, in_channels: int = 3, seed: int = 0
+) -> NB201Net:
+    """Build the network of ``arch`` (already validated); PyTorch's default initialisation, drawn from
+    ``seed`` without touching the global generator's state."""
+    cfg = space.nb201 if isinstance(space, NB201Space) else NB201Config(**space.config)
+    ops = [str(arch[name]) for name in space.names]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return NB201Net(ops, num_classes, in_channels, cfg)
+
