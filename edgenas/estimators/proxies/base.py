@@ -119,8 +119,12 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the model's logits; wrong labels become a clear error."""
-    out = logits(model, x)
+    """Cross-entropy of the model's logits on ``(x, y)``."""
+    return cross_entropy(logits(model, x), y)
+
+
+def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits ``out``; labels outside the network's outputs become a clear error."""
     if y.min() < 0 or y.max() >= out.shape[-1]:
         raise EdgenasError(
             f"labels must lie in [0, {out.shape[-1]}) for a network with {out.shape[-1]} outputs; "

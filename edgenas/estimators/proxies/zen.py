@@ -84,8 +84,8 @@ def _one_draw(net: nn.Module, bns: list[nn.Module], x_shape: tuple[int, ...], al
     variances: list[float] = []
 
     def on_bn(module: nn.Module, inputs: Any) -> None:
-        t = inputs[0].detach().double()
-        variances.append(float(t.var(dim=[0, *range(2, t.dim())], unbiased=False).mean()))
+        t = inputs[0].detach()
+        variances.append(float(t.var(dim=[0, *range(2, t.dim())], unbiased=False).double().mean()))
 
     hooks = [bn.register_forward_pre_hook(on_bn) for bn in bns]
     try:
