@@ -59,16 +59,20 @@ def check_batch(proxy: Proxy, batch: Batch) -> None:
     x, y = batch
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise EdgenasError(f"proxy '{proxy.name}': the batch's x must be a tensor N x C x H x W")
-    if len(x) < proxy.min_batch:
-        raise EdgenasError(
-            f"proxy '{proxy.name}' needs a batch of at least {proxy.min_batch} inputs, got {len(x)}; "
-            f"pass a larger --batch"
-        )
+    check_batch_size(proxy, len(x))
     if proxy.needs_labels:
         if y is None:
             raise EdgenasError(f"proxy '{proxy.name}' needs labels: pass a batch (x, y) with y")
         if len(y) != len(x):
             raise EdgenasError(f"proxy '{proxy.name}': the batch has {len(x)} inputs but {len(y)} labels")
+
+
+def check_batch_size(proxy: Proxy, size: int) -> None:
+    if size < proxy.min_batch:
+        raise EdgenasError(
+            f"proxy '{proxy.name}' needs a batch of at least {proxy.min_batch} inputs, got {size}; "
+            f"pass a larger --batch"
+        )
 
 
 def fresh_model(model: ModelLike) -> nn.Module:
