@@ -294,6 +294,12 @@ def run_study(
             progress(len(records), len(archs), space.key(arch))
     result = StudyResult(settings, [records[i] for i in range(len(archs))])
     result.figures = figures(result)
+    result.figures["_accuracy_source"] = {
+        "kind": "table" if use_table else "trained",
+        "detail": "NAS-Bench-201 CIFAR-10 test accuracy, 200 epochs" if use_table
+        else f"{_describe(trainer)}, {settings.epochs} epoch(s) on {settings.data}"
+        + (f" (first {settings.max_train} training images)" if settings.max_train else ""),
+    }
     write_result(result, out)
     return result
 
@@ -306,6 +312,11 @@ def _uses_table(settings: StudySettings, space: SearchSpace) -> bool:
     if settings.accuracy == "table" and space.name != "nb201":
         raise EdgenasError(f"space '{space.name}' has no accuracy table; use --accuracy train")
     return settings.accuracy == "table"
+
+
+def _describe(trainer: Any) -> str:
+    name = getattr(trainer, "name", "") or type(trainer).__name__
+    return f"{type(trainer).__module__}.{type(trainer).__name__}" if name in ("", "metric") else str(name)
 
 
 def _default_trainer(ctx: Any) -> Callable[[Arch], float]:
