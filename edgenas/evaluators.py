@@ -29,13 +29,16 @@ class Evaluator(ABC):
     """A metric of an architecture. Subclasses set ``name``, ``unit`` and ``direction``.
 
     ``cheap`` evaluators (counts, look-ups, measured latency) run before a constraint check; the
-    expensive accuracy estimator runs only on candidates that meet every constraint.
+    expensive accuracy estimator runs only on candidates that meet every constraint. ``instant``
+    evaluators (look-up tables, predictors: well under a millisecond) may also be used by a strategy to
+    filter candidates before they cost an evaluation.
     """
 
     name: str = "metric"
     unit: str = ""
     direction: Direction = "maximize"
     cheap: bool = True
+    instant: bool = False
 
     @abstractmethod
     def __call__(self, arch: Mapping[str, Any]) -> float:
@@ -57,7 +60,7 @@ class EvalContext:
     data_spec: str = "digits"
     seed: int = 0
     epochs: int = 2
-    batch_size: int = 64
+    batch_size: int = 32
     backend: str = "onnxruntime"
     threads: int = 1
     cache_dir: str | None = None
@@ -132,7 +135,8 @@ def _nb201_device(arg: str, ctx: EvalContext) -> Evaluator:
     return make_nb201_target(arg, ctx)
 
 
-ESTIMATORS: dict[str, Factory] = {"train": _train, "params": _params, "flops": _macs}
+ESTIMATORS: dict[str, Factory] = {"train": _train}
+COSTS: dict[str, Factory] = {"params": _params, "flops": _macs}
 ESTIMATOR_PREFIXES: dict[str, Factory] = {
     "tabular": _tabular,
     "proxy": _proxy,
@@ -141,7 +145,9 @@ TARGETS: dict[str, Factory] = {"cpu": _cpu}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device}
 
 
-def _resolve(kind: str, spec: str, plain: dict[str, Factory], prefixed: dict[str, Factory], ctx: EvalContext) -> Evaluator:
+def _resolve(
+    kind: str, spec: str, plain: dict[str, Factory], prefixed: dict[str, Factory], ctx: EvalContext
+) -> Evaluator:
     if spec in plain:
         return plain[spec]("", ctx)
     prefix, sep, arg = spec.partition(":")
@@ -154,6 +160,13 @@ def _resolve(kind: str, spec: str, plain: dict[str, Factory], prefixed: dict[str
 def make_estimator(spec: str, ctx: EvalContext) -> Evaluator:
     """The accuracy estimator named by ``spec`` (``train``, ``proxy:zen``, ``tabular:nb201``, ...)."""
     return _resolve("estimator", spec, ESTIMATORS, ESTIMATOR_PREFIXES, ctx)
+
+
+def make_cost(metric: str, ctx: EvalContext) -> Evaluator:
+    """A cost computed from the built network: ``params`` or ``flops`` (MACs)."""
+    if metric not in COSTS:
+        raise unknown_name("cost metric", metric, COSTS)
+    return COSTS[metric]("", ctx)
 
 
 def make_target(spec: str, ctx: EvalContext) -> Evaluator:

@@ -11,6 +11,7 @@ and TPE ranks them below every complete trial.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,10 @@ class OptunaStrategy(Strategy):
                 population_size=self.population_size, seed=self.seed
             )
         else:
-            sampler = optuna.samplers.TPESampler(seed=self.seed, multivariate=True, group=True,
-                                                 n_startup_trials=10)
+            with warnings.catch_warnings():  # multivariate/group are marked experimental by Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.TPESampler(seed=self.seed, multivariate=True, group=True,
+                                                     n_startup_trials=10)
         directions = [d for _, d in self.objectives]
         self._study = optuna.create_study(directions=directions, sampler=sampler)
 

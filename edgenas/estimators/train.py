@@ -1,0 +1,128 @@
+"""Accuracy by training from scratch: SGD with Nesterov momentum and a cosine learning-rate schedule
+(Loshchilov & Hutter, ICLR 2017), label smoothing (Szegedy et al., CVPR 2016), validation top-1 accuracy.
+
+Deterministic: the network's initial weights come from the seed, and so does the batch order. Trained
+weights can be kept (``weights_dir``) so that ``edgenas export`` reuses them instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgenas.data import Dataset
+from edgenas.evaluators import Evaluator
+from edgenas.spaces.base import SearchSpace
+
+
+@dataclass
+class TrainRecipe:
+    """Hyper-parameters of training from scratch."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    threads: int = 1  # tiny networks gain little from more, and oversubscribed cores lose a lot
+
+
+def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: Mapping[str, Any]) -> Path:
+    """Where the trained weights of ``arch`` are kept (named by a hash of its key)."""
+    digest = hashlib.sha256(space.key(arch).encode()).hexdigest()[:16]
+    return Path(weights_dir) / f"{digest}.pt"
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy in percent."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    return 100.0 * correct / max(1, len(x))
+
+
+def train_model(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, seed: int = 0
+) -> nn.Module:
+    """Train ``model`` in place on ``(x, y)`` with ``recipe``; returns it in eval mode."""
+    torch.set_num_threads(recipe.threads)
+    params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    params_no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD(
+        [{"params": params_decay, "weight_decay": recipe.weight_decay},
+         {"params": params_no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr, momentum=recipe.momentum, nesterov=True,
+    )
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    total = max(1, recipe.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it locally
+        torch.manual_seed(seed)
+        for _ in range(recipe.epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), recipe.batch_size):
+                idx = order[i : i + recipe.batch_size]
+                if len(idx) < 2:  # batch norm needs two samples
+                    continue
+                loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=recipe.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    return model.eval()
+
+
+class TrainEstimator(Evaluator):
+    """Validation accuracy (%) after training the architecture from scratch for a few epochs."""
+
+    name, unit, direction, cheap = "accuracy", "%", "maximize", False
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: Dataset,
+        epochs: int = 2,
+        batch_size: int = 32,
+        seed: int = 0,
+        weights_dir: str | os.PathLike[str] | None = None,
+        recipe: TrainRecipe | None = None,
+    ) -> None:
+        self.space, self.data, self.seed, self.weights_dir = space, data, seed, weights_dir
+        self.recipe = recipe or TrainRecipe(epochs=epochs, batch_size=batch_size)
+
+    def fit(self, arch: Mapping[str, Any]) -> tuple[nn.Module, float]:
+        """Build, train and validate ``arch``; returns the trained model and its accuracy."""
+        arch = self.space.validate(arch)
+        model = self.space.build(arch, self.data.num_classes, self.data.in_channels, seed=self.seed)
+        x_train, x_val = self.data.at_resolution(self.space.resolution(arch))
+        train_model(model, x_train, self.data.y_train, self.recipe, self.seed)
+        return model, evaluate_accuracy(model, x_val, self.data.y_val)
+
+    def __call__(self, arch: Mapping[str, Any]) -> float:
+        model, acc = self.fit(arch)
+        if self.weights_dir is not None:
+            import io
+
+            from edgenas.io import atomic_write_bytes
+
+            buf = io.BytesIO()
+            torch.save(model.state_dict(), buf)
+            atomic_write_bytes(weights_file(self.weights_dir, self.space, arch), buf.getvalue())
+        return acc
+
+    def describe(self) -> str:
+        return f"accuracy [%] after training {self.recipe.epochs} epoch(s) from scratch on {self.data.name}"

@@ -1,0 +1,292 @@
+"""Run a hardware-aware search: strategy + evaluators + constraints + store, resumable.
+
+An :class:`ExperimentConfig` says what to search (space, data, estimator, device target, strategy,
+budget, objectives, constraints, seed). :class:`Experiment` runs it:
+
+1. cheap metrics first (latency on the target, params, MACs); a candidate that breaks a constraint is
+   stored as infeasible and never costs an accuracy evaluation;
+2. the accuracy estimator on feasible candidates; the budget counts these evaluations;
+3. every finished evaluation goes to the store before the next one starts, and ``trials.csv`` /
+   ``pareto.json`` are rewritten atomically.
+
+A killed run resumes (``resume=True``) from the store, losing at most the evaluation in flight: the
+strategy is rebuilt by replaying the stored trials, and no architecture is evaluated twice. Before the
+search, the smallest architecture of the space is checked against the constraints, so that an impossible
+budget is reported at once with the smallest latency found.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgenas.errors import ConstraintUnsatisfiable, EdgenasError
+from edgenas.evaluators import EvalContext, Evaluator, make_cost, make_estimator, make_target
+from edgenas.io import atomic_write_json
+from edgenas.search import TrialResult, make_strategy
+from edgenas.spaces import get_space
+from edgenas.store import (
+    TrialRecord,
+    TrialStore,
+    best_record,
+    pareto_records,
+    write_pareto_json,
+    write_trials_csv,
+)
+
+COST_METRICS = ("latency", "params", "flops")
+METRICS = ("accuracy", *COST_METRICS)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines a search; saved as ``OUT/config.json``."""
+
+    out: str
+    space: str = "mbv3-tiny"
+    data: str = "digits"
+    estimator: str = "train"
+    target: str | None = "cpu"
+    strategy: str = "evolution"
+    budget: int = 20
+    objectives: list[str] = field(default_factory=lambda: ["accuracy", "latency"])
+    constraints: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    epochs: int = 2
+    batch_size: int = 32
+    backend: str = "onnxruntime"
+    threads: int = 1
+    population_size: int = 10
+    sample_size: int = 3
+    max_train: int | None = None
+    keep_weights: bool = True
+    cache_dir: str | None = None
+    bench_data: str | None = None
+    max_rejections: int | None = None
+
+    def validate(self) -> None:
+        if self.budget <= 0:
+            raise EdgenasError(f"--budget must be a positive number of evaluations, got {self.budget}")
+        if self.epochs <= 0:
+            raise EdgenasError(f"--epochs must be positive, got {self.epochs}")
+        if not self.objectives:
+            raise EdgenasError("give at least one objective, e.g. --objectives accuracy,latency")
+        for m in [*self.objectives, *self.constraints]:
+            if m not in METRICS:
+                from edgenas.errors import unknown_name
+
+                raise unknown_name("metric", m, METRICS)
+        if len(set(self.objectives)) != len(self.objectives):
+            raise EdgenasError(f"objectives repeat a metric: {','.join(self.objectives)}")
+        needs_target = "latency" in self.objectives or "latency" in self.constraints
+        if needs_target and not self.target:
+            raise EdgenasError("a latency objective or constraint needs a --target (e.g. cpu)")
+        for m, v in self.constraints.items():
+            if not (isinstance(v, int | float) and v > 0 and math.isfinite(v)):
+                raise EdgenasError(f"constraint {m} <= {v} must be a positive number")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExperimentConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, out: str | Path) -> ExperimentConfig:
+        path = Path(out) / "config.json"
+        if not path.exists():
+            raise EdgenasError(f"'{out}' holds no edgenas search (no config.json); run 'edgenas search' first")
+        return cls.from_json(json.loads(path.read_text()))
+
+
+@dataclass
+class ExperimentResult:
+    out: Path
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+    best: TrialRecord | None
+    stopped_because: str = "budget reached"
+
+
+ProgressFn = Callable[[int, int, TrialRecord], None]
+
+
+class Experiment:
+    """Runs one :class:`ExperimentConfig` (see the module docstring)."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        config.validate()
+        self.config = config
+        self.out = Path(config.out)
+        self.space = get_space(config.space)
+        self.ctx = EvalContext(
+            space=self.space, data_spec=config.data, seed=config.seed, epochs=config.epochs,
+            batch_size=config.batch_size, backend=config.backend, threads=config.threads,
+            cache_dir=config.cache_dir or str(self.out / "cache"),
+            weights_dir=str(self.out / "weights") if config.keep_weights else None,
+            bench_data=config.bench_data, max_train=config.max_train,
+        )
+        self.objectives = [(m, "maximize" if m == "accuracy" else "minimize") for m in config.objectives]
+        self.strategy = self._make_strategy()
+        self.evaluators = self._make_evaluators()
+        self._set_feasibility_filter()
+        self.store: TrialStore | None = None
+        self.records: list[TrialRecord] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _make_evaluators(self) -> dict[str, Evaluator]:
+        cfg = self.config
+        wanted = set(cfg.objectives) | set(cfg.constraints) | {"accuracy"}
+        if self.space.builder:
+            wanted |= {"params", "flops"}
+        evs: dict[str, Evaluator] = {}
+        if cfg.target:
+            evs["latency"] = make_target(cfg.target, self.ctx)
+        for m in ("params", "flops"):
+            if m in wanted:
+                evs[m] = make_cost(m, self.ctx)
+        evs["accuracy"] = make_estimator(cfg.estimator, self.ctx)
+        return evs
+
+    def _make_strategy(self) -> Any:
+        cfg = self.config
+        kwargs: dict[str, Any] = {"objectives": self.objectives, "seed": cfg.seed}
+        if cfg.strategy == "evolution":
+            kwargs.update(population_size=cfg.population_size, sample_size=cfg.sample_size)
+        if cfg.strategy == "nsga2":
+            kwargs.update(population_size=cfg.population_size)
+        return make_strategy(cfg.strategy, self.space, **kwargs)
+
+    def _set_feasibility_filter(self) -> None:
+        """Let the strategy skip candidates that an instant cost model (LUT, predictor) rules out."""
+        cons = self.config.constraints
+        instant = {m: b for m, b in cons.items() if getattr(self.evaluators.get(m), "instant", False)}
+        if instant:
+            self.strategy.feasible = lambda arch: all(self.evaluators[m](arch) <= b for m, b in instant.items())
+
+    def _prepare_out(self, resume: bool) -> None:
+        cfg_path = self.out / "config.json"
+        if cfg_path.exists() and (self.out / "study.db").exists() and TrialStore.open(self.out).records():
+            if not resume:
+                raise EdgenasError(
+                    f"'{self.out}' already holds a search; pass --resume to continue it or choose another --out"
+                )
+            stored = ExperimentConfig.load(self.out).to_json()
+            mine = self.config.to_json()
+            differ = [k for k in mine if k not in ("budget", "out", "max_rejections") and stored.get(k) != mine[k]]
+            if differ:
+                k = differ[0]
+                raise EdgenasError(
+                    f"--resume with a different {k} ({mine[k]!r}) than the stored search ({stored.get(k)!r}); "
+                    f"resume with the same settings (only --budget may change)"
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg_path, self.config.to_json())
+
+    # ------------------------------------------------------------- evaluation
+    def cost_metrics(self, arch: Mapping[str, Any]) -> dict[str, float]:
+        return {m: float(ev(arch)) for m, ev in self.evaluators.items() if m != "accuracy"}
+
+    def violations(self, metrics: Mapping[str, float]) -> list[str]:
+        return [f"{m} {metrics[m]:.4g} > {b:.4g}" for m, b in self.config.constraints.items()
+                if m in metrics and not metrics[m] <= b]
+
+    def check_reachable(self) -> None:
+        """Fail early if even the smallest architecture breaks a (cheap) constraint."""
+        cost_constraints = {m: b for m, b in self.config.constraints.items() if m in COST_METRICS}
+        if not cost_constraints:
+            return
+        smallest = self.space.extreme(smallest=True)
+        metrics = self.cost_metrics(smallest)
+        broken = self.violations(metrics)
+        if broken:
+            m = next(iter(k for k in cost_constraints if not metrics[k] <= cost_constraints[k]))
+            unit = self.evaluators[m].unit
+            raise ConstraintUnsatisfiable(
+                f"no architecture of '{self.space.name}' can meet {m} <= {cost_constraints[m]:g} {unit}: "
+                f"the smallest architecture has {m} {metrics[m]:.4g} {unit}; relax the constraint"
+            )
+
+    def evaluate(self, arch: Mapping[str, Any]) -> tuple[dict[str, float], bool]:
+        """All metrics of ``arch``; accuracy only when every constraint holds."""
+        metrics = self.cost_metrics(arch)
+        if self.violations(metrics):
+            return metrics, False
+        acc = float(self.evaluators["accuracy"](arch))
+        metrics["accuracy"] = acc
+        return metrics, math.isfinite(acc) and not self.violations(metrics)
+
+    # -------------------------------------------------------------------- run
+    def start(self, resume: bool = False) -> None:
+        """Open the store, rebuild the strategy from stored trials, check the constraints are reachable."""
+        self._prepare_out(resume)
+        self.store = TrialStore(self.out, [d for _, d in self.objectives])
+        self.records = self.store.records()
+        for r in self.records:  # rebuild the strategy's state by replay
+            self.strategy.tell(r.arch, TrialResult(r.metrics, r.feasible))
+        self.strategy.n_asked = len(self.records)
+        if not self.records:
+            self.check_reachable()
+
+    def run(self, resume: bool = False, progress: ProgressFn | None = None) -> ExperimentResult:
+        """Run (or continue) the search until the budget is spent; see the module docstring."""
+        if self.store is None:
+            self.start(resume)
+        assert self.store is not None
+        cfg, store, strategy, records = self.config, self.store, self.strategy, self.records
+        seen = {self.space.key(r.arch) for r in records}
+        done = sum(r.feasible for r in records)
+        rejected = len(records) - done
+        max_rejections = cfg.max_rejections or 20 * cfg.budget
+        duplicates_in_a_row, reason = 0, "budget reached"
+        while done < cfg.budget:
+            if strategy.exhausted:
+                reason = "the strategy has proposed every architecture"
+                break
+            try:
+                arch = strategy.ask()
+            except EdgenasError as exc:
+                reason = str(exc)
+                break
+            key = self.space.key(arch)
+            if key in seen:
+                duplicates_in_a_row += 1
+                if duplicates_in_a_row > 200:
+                    reason = "the strategy keeps proposing architectures already evaluated"
+                    break
+                continue
+            duplicates_in_a_row = 0
+            start = time.perf_counter()
+            metrics, feasible = self.evaluate(arch)
+            record = store.add(self.space, arch, metrics, feasible, cfg.objectives, time.perf_counter() - start)
+            strategy.tell(record.arch, TrialResult(record.metrics, record.feasible))
+            seen.add(key)
+            records.append(record)
+            self._write_outputs(records)
+            done += record.feasible
+            rejected += not record.feasible
+            if progress:
+                progress(done, cfg.budget, record)
+            if rejected >= max_rejections:
+                reason = (f"{rejected} candidates broke the constraints; stopping (the constraints may be "
+                          f"too tight for this space)")
+                break
+        self._write_outputs(records)
+        return ExperimentResult(self.out, records, pareto_records(records, self.objectives),
+                                best_record(records, *self.objectives[0]), reason)
+
+    def _write_outputs(self, records: list[TrialRecord]) -> None:
+        write_trials_csv(self.out / "trials.csv", records)
+        write_pareto_json(self.out / "pareto.json", records, self.objectives, self.config.constraints)
+
+
+def run_search(config: ExperimentConfig, resume: bool = False, progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run (or resume) a search; the Python API behind ``edgenas search``."""
+    return Experiment(config).run(resume=resume, progress=progress)

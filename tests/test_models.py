@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import torch
+
+from edgenas.hardware.flops import count_macs, count_params
+from edgenas.spaces import get_space
+
+
+def _params(space, arch):
+    return count_params(space.build(arch, 10, 3))
+
+
+def test_params_grow_with_depth_width_kernel_expand():
+    space = get_space("mbv3-tiny")
+    base = space.extreme(smallest=True)
+    p0 = _params(space, base)
+    assert _params(space, {**base, "s3.depth": 3, "s3.b3.kernel": 3, "s3.b3.expand": 3}) > p0
+    assert _params(space, {**base, "width": 1.0}) > p0
+    assert _params(space, {**base, "s2.b1.kernel": 5}) > p0
+    assert _params(space, {**base, "s2.b1.expand": 6}) > p0
+    # resolution changes compute, not parameters
+    assert _params(space, {**base, "resolution": 32}) == p0
+    assert count_macs(space.build({**base, "resolution": 32}, 10, 3), 32) > count_macs(
+        space.build(base, 10, 3), 16
+    )
+
+
+def test_every_sampled_arch_builds_and_runs(rng):
+    space = get_space("mbv3-tiny")
+    for _ in range(8):
+        arch = space.sample(rng)
+        model = space.build(arch, num_classes=7, in_channels=1).eval()
+        r = space.resolution(arch)
+        with torch.no_grad():
+            assert model(torch.randn(2, 1, r, r)).shape == (2, 7)
+
+
+def test_full_size_ofa_net_matches_published_scale():
+    space = get_space("mbv3")
+    largest = space.from_ofa({"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5, "r": 224, "w": 1.0})
+    # OFA's largest MobileNetV3 subnet (w1.0) has about 7.7M parameters
+    assert 7.0e6 < count_params(space.build(largest, 1000, 3)) < 8.5e6
+
+
+def test_init_is_deterministic_in_seed(rng):
+    space = get_space("mbv3-tiny")
+    arch = space.sample(rng)
+    a, b, c = (space.build(arch, 10, 3, seed=s).state_dict() for s in (1, 1, 2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_residual_only_when_shapes_match():
+    space = get_space("mbv3-tiny")
+    model = space.build(space.extreme(), 10, 3)
+    from edgenas.models.blocks import MBConv
+
+    blocks = [m for m in model.modules() if isinstance(m, MBConv)]
+    assert any(b.residual for b in blocks) and any(not b.residual for b in blocks)
+    assert all(b.residual == (b.stride == 1 and b.cin == b.cout) for b in blocks)
