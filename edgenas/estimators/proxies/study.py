@@ -169,7 +169,7 @@ def correlation(scores: Sequence[float] | np.ndarray, accuracy: Sequence[float] 
     keep = np.isfinite(a)
     s, a = s[keep], a[keep]
     out: dict[str, Any] = {"n": int(len(a)), "nonfinite": count_nonfinite(s)}
-    if len(a) < 3 or np.ptp(finite_or_last(s)) == 0:
+    if len(a) < 3 or np.ptp(finite_or_last(s)) == 0 or np.ptp(a) == 0:  # undefined for a constant
         out.update(spearman=float("nan"), kendall=float("nan"))
         return out
     values = finite_or_last(s)
