@@ -320,15 +320,10 @@ def _describe(trainer: Any) -> str:
 
 
 def _default_trainer(ctx: Any) -> Callable[[Arch], float]:
-    """The project's ``train`` estimator, or a minimal SGD loop while that estimator is not available."""
-    try:
-        from edgenas.evaluators import make_estimator
+    """The project's ``train`` estimator (:class:`edgenas.estimators.train.TrainEstimator`)."""
+    from edgenas.evaluators import make_estimator
 
-        return make_estimator("train", ctx)
-    except ModuleNotFoundError:
-        from edgenas.estimators.proxies.quicktrain import QuickTrainer
-
-        return QuickTrainer(ctx.space, ctx.data, epochs=ctx.epochs, seed=ctx.seed)
+    return make_estimator("train", ctx)
 
 
 class _Checkpoint:
