@@ -315,8 +315,8 @@ def _uses_table(settings: StudySettings, space: SearchSpace) -> bool:
 
 
 def _describe(trainer: Any) -> str:
-    name = getattr(trainer, "name", "") or type(trainer).__name__
-    return f"{type(trainer).__module__}.{type(trainer).__name__}" if name in ("", "metric") else str(name)
+    describe = getattr(trainer, "describe", None)
+    return str(describe()) if callable(describe) else f"{type(trainer).__module__}.{type(trainer).__name__}"
 
 
 def _default_trainer(ctx: Any) -> Callable[[Arch], float]:
