@@ -134,7 +134,31 @@ def summarise(main: StudyResult, variance: dict[int, StudyResult], n_var: int) -
     rows["vote_synflow_jacob_cov_snip"]["published_abs_spearman"] = 0.82
     timing = main.figures.get("_timing", {})
     return {"archs": len(main.records), "proxies": rows, "timing": timing,
+            "ensemble_selection": select_ensemble(main),
             "accuracy_range": [float(np.nanmin(acc)), float(np.nanmax(acc))]}
+
+
+def select_ensemble(result: StudyResult, max_members: int = 4) -> dict:
+    """Which vote would one pick from data? Every combination of 2..max_members proxies is ranked by its rho
+    on the first half of the sample and the best is reported on the second half (a held-out estimate, unlike
+    a combination picked on all the archs it is scored on)."""
+    from itertools import combinations
+
+    acc = result.accuracies
+    table = {n: result.scores(n) for n in result.settings.proxies}
+    half = len(acc) // 2
+    scored = []
+    for k in range(2, max_members + 1):
+        for combo in combinations(table, k):
+            vote = mean_rank_vote(table, combo)
+            scored.append((correlation(vote[:half], acc[:half])["spearman"], combo, vote))
+    scored.sort(key=lambda t: -t[0])
+    top = []
+    for rho_first, combo, vote in scored[:5]:
+        top.append({"members": list(combo), "spearman_first_half": rho_first,
+                    "spearman_second_half": correlation(vote[half:], acc[half:])["spearman"],
+                    "spearman_all": correlation(vote, acc)["spearman"]})
+    return {"split": [half, len(acc) - half], "max_members": max_members, "top5_by_first_half": top}
 
 
 def print_table(report: dict) -> None:
@@ -148,6 +172,9 @@ def print_table(report: dict) -> None:
         secs = r.get("seconds_per_arch")
         print(f"{name:30s} {r['spearman']:7.3f} {r['kendall']:7.3f} {pub if pub else '-':>8} {var_s:>24s} "
               f"{r['nonfinite']:6d} {secs if secs is None else round(secs, 2)!s:>7s}")
+    best = report["ensemble_selection"]["top5_by_first_half"][0]
+    print(f"vote picked on the first half: {'+'.join(best['members'])}: rho {best['spearman_first_half']:.3f} "
+          f"(first half), {best['spearman_second_half']:.3f} (held-out second half)")
     t = report["timing"]
     print(f"all proxies of one arch: {t.get('all_proxies_as_run_mean', float('nan')):.2f} s as run (shared "
           f"pass), "
