@@ -123,6 +123,12 @@ def _tabular(arg: str, ctx: EvalContext) -> Evaluator:
     return make_tabular_estimator(arg, ctx)
 
 
+def _proxy(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.estimators.proxies.estimator import make_proxy_estimator
+
+    return make_proxy_estimator(arg, ctx)
+
+
 def _nb201_device(arg: str, ctx: EvalContext) -> Evaluator:
     from edgenas.hardware.tabular import make_nb201_target
 
@@ -131,7 +137,10 @@ def _nb201_device(arg: str, ctx: EvalContext) -> Evaluator:
 
 ESTIMATORS: dict[str, Factory] = {"train": _train}
 COSTS: dict[str, Factory] = {"params": _params, "flops": _macs}
-ESTIMATOR_PREFIXES: dict[str, Factory] = {"tabular": _tabular}
+ESTIMATOR_PREFIXES: dict[str, Factory] = {
+    "tabular": _tabular,
+    "proxy": _proxy,
+}
 TARGETS: dict[str, Factory] = {"cpu": _cpu}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device}
 
