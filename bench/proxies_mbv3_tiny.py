@@ -6,6 +6,8 @@ proxy's score (one batch of 64 of the same images) with the validation accuracy.
 checkpointed under ``--work`` (re-running resumes).
 
     EDGENAS_DATA=../shared/data python bench/proxies_mbv3_tiny.py        # 30 archs, 5 epochs, 2,000 images
+    python bench/proxies_mbv3_tiny.py --data digits --epochs 10 --max-train 0 \
+        --work runs/proxies_mbv3_tiny_digits --out bench/results/proxies_mbv3_tiny_digits.json
 
 Writes ``bench/results/proxies_mbv3_tiny.json``.
 """
@@ -38,7 +40,9 @@ def main() -> None:
     ap.add_argument("--bench-data", default=os.environ.get("EDGENAS_DATA"), help="reference-data folder")
     ap.add_argument("--archs", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--max-train", type=int, default=2000)
+    ap.add_argument("--max-train", type=int, default=2000, help="0: all training images")
+    ap.add_argument("--data", default="cifar10",
+                    help="cifar10 (the reference images under --bench-data) or any --data spec, e.g. digits")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-every", type=int, default=10)
@@ -47,13 +51,14 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "runs" / "proxies_mbv3_tiny"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxies_mbv3_tiny.json"))
     args = ap.parse_args()
-    if not args.bench_data or not Path(args.bench_data, "cifar10").is_dir():
+    if args.data == "cifar10" and (not args.bench_data or not Path(args.bench_data, "cifar10").is_dir()):
         sys.exit("reference data not found: pass --bench-data PATH or set EDGENAS_DATA (e.g. ../shared/data)")
     torch.set_num_threads(1)
     settings = StudySettings(
-        space="mbv3-tiny", data=f"npz:{Path(args.bench_data, 'cifar10')}", archs=args.archs, batch=args.batch,
+        space="mbv3-tiny", archs=args.archs, batch=args.batch,
+        data=f"npz:{Path(args.bench_data, 'cifar10')}" if args.data == "cifar10" else args.data,
         seed=args.seed, proxies=tuple(PROXIES), ensemble=DEFAULT_MEMBERS, time_every=args.time_every,
-        accuracy="train", epochs=args.epochs, max_train=args.max_train,
+        accuracy="train", epochs=args.epochs, max_train=args.max_train or None,
     )
     t0 = time.time()
 

@@ -92,6 +92,7 @@ def main() -> None:
              "80% 'train' part); accuracies are NB201's CIFAR-10 test accuracy after 200 epochs.",
     )
     atomic_write_json(args.out, report)
+    scatter_grid(main_result, Path(args.out).with_name("proxies_nb201_scatter.png"))
     print_table(report)
     print(f"wrote {args.out}")
 
@@ -159,6 +160,34 @@ def select_ensemble(result: StudyResult, max_members: int = 4) -> dict:
                     "spearman_second_half": correlation(vote[half:], acc[half:])["spearman"],
                     "spearman_all": correlation(vote, acc)["spearman"]})
     return {"split": [half, len(acc) - half], "max_members": max_members, "top5_by_first_half": top}
+
+
+def scatter_grid(result: StudyResult, path: Path) -> None:
+    """Every proxy's rank against accuracy in one figure (ranks: the scores span dozens of decades)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgenas.estimators.proxies import ranks
+
+    series = {n: result.scores(n) for n in result.settings.proxies} | {"ensemble": _votes(result)["ensemble"]}
+    cols = 4
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), dpi=80, squeeze=False)
+    acc = result.accuracies
+    for ax, (name, values) in zip(axes.flat, series.items(), strict=False):
+        ax.scatter(ranks(values), acc, s=3, alpha=0.4, linewidths=0)
+        fig_rho = correlation(values, acc)["spearman"]
+        ax.set_title(f"{name} (rho {fig_rho:.2f})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    fig.supxlabel("proxy rank (NaN/inf tied last)", fontsize=9)
+    fig.supylabel("NB201 CIFAR-10 accuracy (%)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def print_table(report: dict) -> None:

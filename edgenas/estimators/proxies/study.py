@@ -297,8 +297,7 @@ def run_study(
     result.figures["_accuracy_source"] = {
         "kind": "table" if use_table else "trained",
         "detail": "NAS-Bench-201 CIFAR-10 test accuracy, 200 epochs" if use_table
-        else f"{_describe(trainer)}, {settings.epochs} epoch(s) on {settings.data}"
-        + (f" (first {settings.max_train} training images)" if settings.max_train else ""),
+        else _describe(trainer) + (f" (first {settings.max_train} training images)" if settings.max_train else ""),
     }
     write_result(result, out)
     return result
