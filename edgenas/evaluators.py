@@ -135,14 +135,52 @@ def _nb201_device(arg: str, ctx: EvalContext) -> Evaluator:
     return make_nb201_target(arg, ctx)
 
 
+def _lut(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.targets import lut_target
+
+    return lut_target(arg, ctx)
+
+
+def _predictor(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.targets import predictor_target
+
+    return predictor_target(arg, ctx)
+
+
+def _device(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.targets import device_target
+
+    return device_target(arg, ctx)
+
+
+def _named_devices() -> dict[str, Factory]:
+    from edgenas.hardware.devices import list_devices
+
+    return {name: (lambda arg, ctx, name=name: _device(name, ctx)) for name in list_devices()}
+
+
+def _param_bytes(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.targets import param_bytes_cost
+
+    return param_bytes_cost(arg, ctx)
+
+
+def _peak_memory(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.targets import peak_memory_cost
+
+    return peak_memory_cost(arg, ctx)
+
+
 ESTIMATORS: dict[str, Factory] = {"train": _train}
-COSTS: dict[str, Factory] = {"params": _params, "flops": _macs}
+COSTS: dict[str, Factory] = {"params": _params, "flops": _macs, "param_bytes": _param_bytes,
+                             "peak_memory": _peak_memory}
 ESTIMATOR_PREFIXES: dict[str, Factory] = {
     "tabular": _tabular,
     "proxy": _proxy,
 }
-TARGETS: dict[str, Factory] = {"cpu": _cpu}
-TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device}
+TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}
+TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device, "lut": _lut, "predictor": _predictor,
+                                       "device": _device}
 
 
 def _resolve(

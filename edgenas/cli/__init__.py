@@ -49,6 +49,9 @@ _search.register(app)
 from edgenas.cli import proxies as _proxies  # noqa: E402
 
 _proxies.register(app)
+from edgenas.cli import latency as _latency  # noqa: E402
+
+_latency.register(app)
 
 
 def main() -> None:

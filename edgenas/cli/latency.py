@@ -1,0 +1,205 @@
+"""``edgenas latency profile|fit|eval|devices`` and ``edgenas roofline``: thin wrappers over the hardware API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+latency_app = typer.Typer(help="Latency models of a device: layer tables, predictors, fidelity.",
+                          no_args_is_help=True)
+
+
+def _classes(data: str | None, classes: int | None, in_channels: int | None) -> tuple[int, int]:
+    """Classes and input channels: explicit options, else those of --data, else 10 and 3."""
+    if data:
+        from edgenas.data import load_dataset
+
+        d = load_dataset(data)
+        return classes or d.num_classes, in_channels or d.in_channels
+    return classes or 10, in_channels or 3
+
+
+def _progress(label: str):  # noqa: ANN202 - a tiny closure
+    t0 = time.time()
+    last = [0.0]
+
+    def report(*args: object) -> None:
+        done, total = args[-2], args[-1]
+        what = args[0] if len(args) == 3 else label
+        now = time.time()
+        if now - last[0] > 5 or done == total:
+            last[0] = now
+            typer.echo(f"{what}: {done}/{total}  ({now - t0:.0f} s)", err=True)
+
+    return report
+
+
+@latency_app.command("profile")
+def profile(
+    out: Path = typer.Option(..., "--out", help="Where to write the latency table (JSON)."),
+    space: str = typer.Option("mbv3-tiny", help="An MBV3-style space (mbv3, mbv3-tiny)."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime | torch."),
+    threads: int = typer.Option(1, help="Threads used by the measured runtime."),
+    data: str = typer.Option(None, help="Data set whose classes / channels the networks have (default 10 / 3)."),
+    classes: int = typer.Option(None, help="Number of classes (overrides --data)."),
+    in_channels: int = typer.Option(None, help="Input channels (overrides --data)."),
+    calibrate: int = typer.Option(20, help="Whole networks measured to calibrate the layer sum."),
+    seed: int = typer.Option(0, help="Seed of the calibration networks."),
+) -> None:
+    """Measure every distinct layer of SPACE on this machine (resumable: re-run the same command)."""
+    from edgenas.hardware.lut import profile_lut
+    from edgenas.hardware.measure import MeasureSettings
+    from edgenas.spaces import get_space
+
+    nc, ic = _classes(data, classes, in_channels)
+    rep = profile_lut(get_space(space), out, MeasureSettings(backend=backend, threads=threads), nc, ic,
+                      calibrate=calibrate, seed=seed, progress=_progress("profile"))
+    c = rep.calibration
+    typer.echo(f"wrote {out}: {rep.layers} layers ({rep.resumed} resumed), {rep.networks} calibration networks, "
+               f"{rep.seconds:.0f} s; latency ~ {c.a:.3f} x sum {c.b:+.4f} ms x layers {c.c:+.4f} ms "
+               f"(training MAPE {c.train_mape or 0:.1f}%)")
+
+
+def _dataset(space_obj, dataset: str | None, column: str | None, skip_invalid: bool, measure: int | None,
+             measured_out: Path | None, backend: str, threads: int, nc: int, ic: int, seed: int):  # noqa: ANN001, ANN202
+    from edgenas.hardware.datasets import read_latency_dataset
+    from edgenas.hardware.measure import MeasureSettings
+    from edgenas.hardware.workflows import measure_random
+
+    if (dataset is None) == (measure is None):
+        from edgenas.errors import EdgenasError
+
+        raise EdgenasError("give exactly one of --dataset PATH or --measure N")
+    if dataset:
+        data = read_latency_dataset(dataset, space_obj, column, "skip" if skip_invalid else "stop")
+        if data.skipped:
+            typer.echo(f"skipped {len(data.skipped)} invalid lines (first: {data.skipped[0]})", err=True)
+        return data
+    target = measured_out or Path(f"measured_{space_obj.name}.jsonl")
+    typer.echo(f"measuring {measure} random architectures here, appending to {target}", err=True)
+    return measure_random(space_obj, int(measure), target, MeasureSettings(backend=backend, threads=threads), nc,
+                          ic, seed, _progress("measured"))
+
+
+@latency_app.command("fit")
+def fit(
+    out: Path = typer.Option(..., "--out", help="Where to save the predictor (.npz)."),
+    space: str = typer.Option("mbv3-tiny", help="Search space of the architectures."),
+    dataset: str = typer.Option(None, help="JSONL (arch + latency_ms) or CSV of measured latencies."),
+    column: str = typer.Option(None, help="Latency column of the dataset (e.g. titan_rtx_1, raspi4)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip invalid dataset lines (else stop)."),
+    measure: int = typer.Option(None, help="Instead of --dataset: measure N random architectures here."),
+    measured_out: Path = typer.Option(None, help="JSONL to append measurements to (with --measure)."),
+    model: str = typer.Option("gbt", help="linear | gbt | mlp."),
+    lut: str = typer.Option(None, help="A latency table whose sums become features."),
+    holdout: int = typer.Option(0, help="Hold out the last N rows and report fidelity on them."),
+    data: str = typer.Option(None, help="Data set of the networks (classes / channels)."),
+    classes: int = typer.Option(None),
+    in_channels: int = typer.Option(None),
+    backend: str = typer.Option("onnxruntime"),
+    threads: int = typer.Option(1),
+    seed: int = typer.Option(0, help="Seed of the measured architectures."),
+) -> None:
+    """Fit a network-wise latency predictor on measured (architecture, latency) pairs."""
+    from edgenas.hardware.workflows import fit_latency_predictor
+    from edgenas.spaces import get_space
+
+    s = get_space(space)
+    nc, ic = _classes(data, classes, in_channels)
+    if dataset and "ofa" in Path(dataset).name and classes is None and data is None:
+        nc = 1000  # OFA's ImageNet networks
+    rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed)
+    report = fit_latency_predictor(s, rows, model, lut, nc, ic, holdout, out)
+    typer.echo(json.dumps(report, indent=1))
+
+
+@latency_app.command("eval")
+def evaluate(
+    space: str = typer.Option("mbv3-tiny", help="Search space of the architectures."),
+    lut: str = typer.Option(None, help="A latency table to evaluate."),
+    predictor: str = typer.Option(None, help="A saved predictor to evaluate."),
+    dataset: str = typer.Option(None, help="Held-out measurements: JSONL or CSV."),
+    column: str = typer.Option(None, help="Latency column of the dataset."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid"),
+    measure: int = typer.Option(None, help="Instead of --dataset: measure N random architectures here."),
+    measured_out: Path = typer.Option(None, help="JSONL to append measurements to (with --measure)."),
+    plot: Path = typer.Option(None, help="Write the predicted-vs-measured / residual-vs-order PNG here."),
+    data: str = typer.Option(None),
+    classes: int = typer.Option(None),
+    in_channels: int = typer.Option(None),
+    backend: str = typer.Option("onnxruntime"),
+    threads: int = typer.Option(1),
+    seed: int = typer.Option(1, help="Seed of the measured architectures (differs from fit's by default)."),
+) -> None:
+    """Fidelity of a latency table or predictor on held-out measured architectures."""
+    from edgenas.hardware.workflows import evaluate_latency_model, latency_model
+    from edgenas.spaces import get_space
+
+    s = get_space(space)
+    nc, ic = _classes(data, classes, in_channels)
+    predict = latency_model(s, lut, predictor, nc if (data or classes) else None, ic if (data or in_channels) else None)
+    rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed)
+    report = evaluate_latency_model(predict, rows, plot, f"{lut or predictor} on {rows.source}")
+    typer.echo(json.dumps(report, indent=1))
+
+
+@latency_app.command("devices")
+def devices() -> None:
+    """List the shipped device profiles (peak compute, bandwidth, table / predictor)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgenas.hardware.devices import list_devices, load_device
+
+    table = Table("device", "peak (GOPS)", "bandwidth (GB/s)", "latency models")
+    for name in list_devices():
+        d = load_device(name)
+        peaks = ", ".join(f"{k} {v:g}" for k, v in d.peak_gops.items()) or "-"
+        models = [m for m, ok in (("lut", d.lut), ("predictor", d.predictor),
+                                  (f"nb201:{d.nb201_column} (NB201 space)", d.nb201_column),
+                                  ("roofline", d.peak_gops and d.memory_bandwidth_gbs)) if ok]
+        table.add_row(name, peaks, f"{d.memory_bandwidth_gbs or '-'}", ", ".join(models) or "-")
+    Console().print(table)
+
+
+def roofline(
+    arch_file: Path = typer.Argument(..., help="JSON file with an architecture (or an exported model's .json)."),
+    device: str = typer.Option(..., "--device", help="A device profile name (edgenas latency devices) or YAML."),
+    space: str = typer.Option("mbv3-tiny", help="Search space of the architecture."),
+    precision: str = typer.Option(None, help="fp32 | fp16 | int8 (default: the device's)."),
+    out: Path = typer.Option(Path("roofline.png"), "--out", help="Where to draw the roofline (PNG)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the per-op table as JSON."),
+    data: str = typer.Option(None),
+    classes: int = typer.Option(None),
+    in_channels: int = typer.Option(None),
+) -> None:
+    """Roofline of one architecture on a device: per-op intensity and attainable performance, and memory."""
+    from edgenas.export import load_arch_json
+    from edgenas.hardware.workflows import roofline_report
+    from edgenas.io import atomic_write_json
+    from edgenas.spaces import get_space
+
+    s = get_space(space)
+    nc, ic = _classes(data, classes, in_channels)
+    rep = roofline_report(s, load_arch_json(arch_file), device, precision, nc, ic, out)
+    if json_out:
+        atomic_write_json(json_out, rep)
+    r, m = rep["roofline"], rep["memory"]
+    typer.echo(
+        f"{r['device']} ({r['precision']}): {r['flops'] / 1e6:.2f} MFLOP, {r['bytes'] / 1e6:.3f} MB moved, "
+        f"intensity {r['intensity']:.2f} op/B (ridge {r['ridge_intensity']:.2f}), {r['memory_bound_ops']}/{r['ops']} "
+        f"ops memory-bound; latency >= {r['time_ms_lower_bound']:.4f} ms, {r['attained_gops']:.3g} GOPS "
+        f"({r['utilization'] * 100:.1f}% of peak); params {m['param_bytes'] / 1e3:.1f} kB"
+        + (f", peak activations {m['peak_activation_bytes'] / 1e3:.1f} kB at {m['peak_at']}"
+           if "peak_activation_bytes" in m else "")
+        + f"; plot: {out}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``edgenas latency ...`` and ``edgenas roofline`` to the main app."""
+    app.add_typer(latency_app, name="latency")
+    app.command("roofline")(roofline)
