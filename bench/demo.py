@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -24,13 +25,19 @@ def main() -> None:
         wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"demo failed:\n{proc.stderr}")
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_mb = usage.ru_maxrss / 1024
+    cpu = usage.ru_utime + usage.ru_stime  # what an idle machine's wall time would be, single-threaded
+    load = os.getloadavg()
     tail = [ln for ln in proc.stderr.splitlines() if ln.startswith(("best", "report", "best model"))]
     print(f"{'wall time (s)':<16}{wall:>8.1f}   target <= 300")
+    print(f"{'CPU time (s)':<16}{cpu:>8.1f}   (user + system of the demo's processes; the demo is single-threaded)")
     print(f"{'peak RSS (MB)':<16}{peak_mb:>8.0f}   (largest process of the demo)")
+    print(f"{'load average':<16}{load[0]:>8.2f}   (at the end; wall time grows with other work on the machine)")
     for line in tail:
         print(line)
-    path = save("demo", {"wall_seconds": wall, "peak_rss_mb": peak_mb, "target_seconds": 300,
+    path = save("demo", {"wall_seconds": wall, "cpu_seconds": cpu, "load_average_at_end": load,
+                         "peak_rss_mb": peak_mb, "target_seconds": 300,
                          "demo_output": proc.stderr.splitlines()[-6:]})
     print(f"wrote {path}")
 

@@ -123,6 +123,12 @@ def _tabular(arg: str, ctx: EvalContext) -> Evaluator:
     return make_tabular_estimator(arg, ctx)
 
 
+def _proxy(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.estimators.proxies.estimator import make_proxy_estimator
+
+    return make_proxy_estimator(arg, ctx)
+
+
 def _nb201_device(arg: str, ctx: EvalContext) -> Evaluator:
     from edgenas.hardware.tabular import make_nb201_target
 
@@ -168,7 +174,10 @@ def _peak_memory(arg: str, ctx: EvalContext) -> Evaluator:
 ESTIMATORS: dict[str, Factory] = {"train": _train}
 COSTS: dict[str, Factory] = {"params": _params, "flops": _macs, "param_bytes": _param_bytes,
                              "peak_memory": _peak_memory}
-ESTIMATOR_PREFIXES: dict[str, Factory] = {"tabular": _tabular}
+ESTIMATOR_PREFIXES: dict[str, Factory] = {
+    "tabular": _tabular,
+    "proxy": _proxy,
+}
 TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device, "lut": _lut, "predictor": _predictor,
                                        "device": _device}

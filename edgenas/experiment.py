@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgenas.errors import ConstraintUnsatisfiable, EdgenasError
-from edgenas.evaluators import EvalContext, Evaluator, make_cost, make_estimator, make_target
+from edgenas.evaluators import COSTS, EvalContext, Evaluator, make_cost, make_estimator, make_target
 from edgenas.io import atomic_write_json
 from edgenas.search import TrialResult, make_strategy
 from edgenas.spaces import get_space
@@ -39,7 +39,7 @@ from edgenas.store import (
     write_trials_csv,
 )
 
-COST_METRICS = ("latency", "params", "flops")
+COST_METRICS = ("latency", *COSTS)  # latency from the target; the rest computed from the built network
 METRICS = ("accuracy", *COST_METRICS)
 
 
@@ -149,7 +149,7 @@ class Experiment:
         evs: dict[str, Evaluator] = {}
         if cfg.target:
             evs["latency"] = make_target(cfg.target, self.ctx)
-        for m in ("params", "flops"):
+        for m in COSTS:
             if m in wanted:
                 evs[m] = make_cost(m, self.ctx)
         evs["accuracy"] = make_estimator(cfg.estimator, self.ctx)

@@ -46,6 +46,9 @@ def spaces_command() -> None:
 from edgenas.cli import search as _search  # noqa: E402
 
 _search.register(app)
+from edgenas.cli import proxies as _proxies  # noqa: E402
+
+_proxies.register(app)
 from edgenas.cli import latency as _latency  # noqa: E402
 
 _latency.register(app)

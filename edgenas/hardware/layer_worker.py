@@ -9,20 +9,8 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
-
-def _time(run: Callable[[], object], warmup: int, runs: int, min_seconds: float) -> list[float]:
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < runs or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+from edgenas.hardware.measure_worker import time_runs
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
             def run(sess=sess, name=name, x=x) -> object:
                 return sess.run(None, {name: x})
 
-            times = _time(run, req["warmup"], req["runs"], req["min_seconds"])
+            times = time_runs(run, req["warmup"], req["runs"], req["min_seconds"])
             del sess
         else:
             if "layer" in job:
@@ -64,7 +52,7 @@ def main() -> None:
                 model = torch.jit.load(job["module_path"]).eval()
             tx = torch.from_numpy(x)
             with torch.inference_mode():
-                times = _time(lambda model=model, tx=tx: model(tx), req["warmup"], req["runs"], req["min_seconds"])
+                times = time_runs(lambda model=model, tx=tx: model(tx), req["warmup"], req["runs"], req["min_seconds"])
         row = {
             "name": job["name"], "median": statistics.median(times), "mean": statistics.fmean(times),
             "std": statistics.pstdev(times), "min": min(times), "count": len(times),

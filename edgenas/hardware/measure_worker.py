@@ -10,9 +10,11 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 
-def _time(run, warmup: int, runs: int, min_seconds: float) -> list[float]:
+def time_runs(run: Callable[[], object], warmup: int, runs: int, min_seconds: float) -> list[float]:
+    """Call ``run`` ``warmup`` times, then time at least ``runs`` calls and ``min_seconds``; times in ms."""
     for _ in range(warmup):
         run()
     times: list[float] = []
@@ -38,7 +40,7 @@ def main() -> None:
         sess = ort.InferenceSession(job["onnx_path"], opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         x = np.random.default_rng(0).standard_normal((batch, cin, res, res)).astype(np.float32)
-        times = _time(lambda: sess.run(None, {name: x}), job["warmup"], job["runs"], job["min_seconds"])
+        times = time_runs(lambda: sess.run(None, {name: x}), job["warmup"], job["runs"], job["min_seconds"])
     else:
         import torch
 
@@ -50,7 +52,7 @@ def main() -> None:
         model = space.build(job["arch"], num_classes=job["num_classes"], in_channels=cin).eval()
         x = torch.randn(batch, cin, res, res)
         with torch.inference_mode():
-            times = _time(lambda: model(x), job["warmup"], job["runs"], job["min_seconds"])
+            times = time_runs(lambda: model(x), job["warmup"], job["runs"], job["min_seconds"])
     print(json.dumps({"median_ms": statistics.median(times), "times_ms": times}))
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 from edgenas.errors import unknown_name
 from edgenas.search.base import Objective, Strategy, TrialResult
+from edgenas.search.bayes import ThompsonBayes
 from edgenas.search.evolution import RegularizedEvolution
 from edgenas.search.grid import GridSearch
 from edgenas.search.random_search import RandomSearch
+from edgenas.search.reinforce import ReinforceController
 from edgenas.spaces.base import SearchSpace
 
 
@@ -31,6 +33,8 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "evolution": RegularizedEvolution,
     "tpe": _optuna("tpe"),
     "nsga2": _optuna("nsga2"),
+    "reinforce": ReinforceController,
+    "bo": ThompsonBayes,
 }
 
 

@@ -123,6 +123,13 @@ class NB201Space(SearchSpace):
         codes = np.asarray(codes, dtype=np.int64)
         return (codes[:, None] // _WEIGHTS[None, :]) % len(OPS)
 
+    # ------------------------------------------------------ surrogate hook
+    def surrogate_features(self, archs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Features for model-based strategies: the one-hot ops of the 6 edges plus the *path encoding*
+        of BANANAS (White et al., AAAI 2021), one indicator per input-to-output path of the cell and
+        sequence of (non-``none``) ops along it: 4 + 2 x 16 + 64 = 100 path features."""
+        return path_features(self.op_indices(self.codes(archs)))
+
 
 def parse_nb201_string(text: str) -> Arch:
     """Parse the NB201 string form into an architecture dict (see :class:`NB201Space`).
@@ -172,6 +179,32 @@ def parse_nb201_string(text: str) -> Arch:
             tok_pos += len(token) + 1
         pos += len(group) + 1
     return {n: arch[n] for n in EDGE_NAMES}
+
+
+#: The cell's input-to-output paths, as lists of edge positions (0->3, 0->1->3, 0->2->3, 0->1->2->3).
+PATHS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(EDGES.index(e) for e in path)
+    for path in (((0, 3),), ((0, 1), (1, 3)), ((0, 2), (2, 3)), ((0, 1), (1, 2), (2, 3)))
+)
+
+
+def path_features(ops: np.ndarray) -> np.ndarray:
+    """One-hot edge ops (30) and path-encoding indicators (100) of op-index rows ``ops`` (n x 6)."""
+    ops = np.asarray(ops, dtype=np.int64)
+    n = len(ops)
+    onehot = np.zeros((n, len(EDGES) * len(OPS)))
+    onehot[np.arange(n)[:, None], np.arange(len(EDGES)) * len(OPS) + ops] = 1.0
+    blocks = [onehot]
+    live = len(OPS) - 1  # ops other than none
+    for path in PATHS:
+        block = np.zeros((n, live ** len(path)))
+        ok = np.all(ops[:, path] > 0, axis=1)
+        index = np.zeros(n, dtype=np.int64)
+        for edge in path:
+            index = index * live + np.maximum(ops[:, edge] - 1, 0)
+        block[np.flatnonzero(ok), index[ok]] = 1.0
+        blocks.append(block)
+    return np.hstack(blocks)
 
 
 @functools.cache

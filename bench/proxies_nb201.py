@@ -1,0 +1,214 @@
+"""Zero-shot proxies on NAS-Bench-201: rank correlation with CIFAR-10 accuracy, variance, time per proxy.
+
+Scores a seeded random sample of NB201 architectures (default 1,000) with every proxy on one CIFAR-10 batch
+of 64 from the reference images, and compares Spearman's |rho| with the published figures (Abdelfattah et
+al., ICLR 2021; Mellor et al., ICML 2021). The variance part re-scores the first ``--variance-archs`` of
+the same architectures with other seeds (another batch and another initialisation per seed), so the
+spread is the proxies' own, not the sample's. Single-threaded (``torch.set_num_threads(1)``); each
+study checkpoints under ``--work`` and resumes when run again.
+
+    EDGENAS_DATA=../shared/data python bench/proxies_nb201.py            # full run (hours on one core)
+    python bench/proxies_nb201.py --bench-data ../shared/data --archs 20 --variance-archs 10   # quick
+
+Writes ``bench/results/proxies_nb201.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgenas.estimators.proxies import DEFAULT_MEMBERS, PROXIES, mean_rank_vote  # noqa: E402
+from edgenas.estimators.proxies.study import (  # noqa: E402
+    PUBLISHED_NB201,
+    StudyResult,
+    StudySettings,
+    correlation,
+    run_study,
+)
+from edgenas.io import atomic_write_json, machine_info  # noqa: E402
+
+#: The vote Abdelfattah et al. publish (0.82 on all of NB201).
+PUBLISHED_VOTE = ("synflow", "jacob_cov", "snip")
+TOLERANCE = 0.05
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench-data", default=os.environ.get("EDGENAS_DATA"), help="reference-data folder")
+    ap.add_argument("--archs", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seeds", default="0,1,2", help="the first is the main study; the others the variance")
+    ap.add_argument("--variance-archs", type=int, default=200)
+    ap.add_argument("--time-every", type=int, default=20, help="score every k-th arch proxy by proxy too")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "proxies_nb201"), help="checkpoints")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxies_nb201.json"))
+    args = ap.parse_args()
+    if not args.bench_data or not Path(args.bench_data, "cifar10").is_dir():
+        sys.exit("reference data not found: pass --bench-data PATH or set EDGENAS_DATA (e.g. ../shared/data)")
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    data = f"npz:{Path(args.bench_data, 'cifar10')}"
+    names = tuple(PROXIES)
+
+    def progress(tag: str):
+        t0 = time.time()
+
+        def report(done: int, total: int, key: str) -> None:
+            if done % 10 == 0 or done == total:
+                rate = (time.time() - t0) / max(done, 1)
+                print(f"[{tag}] {done}/{total} archs, {rate:.1f} s/arch since start", flush=True)
+
+        return report
+
+    main_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
+                                  proxies=names, ensemble=DEFAULT_MEMBERS, time_every=args.time_every)
+    main_result = run_study(main_settings, Path(args.work, f"seed{seeds[0]}"), args.bench_data,
+                            progress(f"seed {seeds[0]}"))
+    variance: dict[int, StudyResult] = {}
+    n_var = min(args.variance_archs, args.archs)
+    for s in seeds[1:]:
+        settings = StudySettings(space="nb201", data=data, archs=n_var, batch=args.batch, seed=s,
+                                 arch_seed=seeds[0], proxies=names, ensemble=DEFAULT_MEMBERS, time_every=0)
+        variance[s] = run_study(settings, Path(args.work, f"seed{s}_first{n_var}"), args.bench_data,
+                                progress(f"seed {s}"))
+
+    report = summarise(main_result, variance, n_var)
+    report.update(
+        command=" ".join([Path(sys.executable).name, *sys.argv]),
+        machine=machine_info(),
+        threads=torch.get_num_threads(),
+        settings=main_settings.to_json(),
+        note="CIFAR-10 images are the reference copy of the CIFAR-10 test split (the batch is drawn from its "
+             "80% 'train' part); accuracies are NB201's CIFAR-10 test accuracy after 200 epochs.",
+    )
+    atomic_write_json(args.out, report)
+    scatter_grid(main_result, Path(args.out).with_name("proxies_nb201_scatter.png"))
+    print_table(report)
+    print(f"wrote {args.out}")
+
+
+def _votes(result: StudyResult) -> dict[str, np.ndarray]:
+    table = {n: result.scores(n) for n in result.settings.proxies}
+    return {
+        "ensemble": mean_rank_vote(table, DEFAULT_MEMBERS),
+        "vote_synflow_jacob_cov_snip": mean_rank_vote(table, PUBLISHED_VOTE),
+    }
+
+
+def summarise(main: StudyResult, variance: dict[int, StudyResult], n_var: int) -> dict:
+    acc = main.accuracies
+    rows: dict[str, dict] = {}
+    series = {n: main.scores(n) for n in main.settings.proxies} | _votes(main)
+    sub_series = [{n: v[:n_var] for n, v in series.items()}]
+    sub_acc = [acc[:n_var]]
+    for res in variance.values():
+        sub_series.append({n: res.scores(n) for n in res.settings.proxies} | _votes(res))
+        sub_acc.append(res.accuracies)
+    for name, values in series.items():
+        fig = correlation(values, acc)
+        row = {
+            "spearman": fig["spearman"], "abs_spearman": abs(fig["spearman"]), "kendall": fig["kendall"],
+            "nonfinite": fig["nonfinite"],
+            "seconds_per_arch": main.figures.get(name, {}).get("seconds_per_arch"),
+        }
+        if name in PUBLISHED_NB201:
+            row["published_abs_spearman"] = PUBLISHED_NB201[name]
+            row["within_0.05"] = bool(abs(abs(fig["spearman"]) - PUBLISHED_NB201[name]) <= TOLERANCE)
+        if variance:
+            rhos = [correlation(s[name], a)["spearman"] for s, a in zip(sub_series, sub_acc, strict=True)]
+            row["variance"] = {"archs": n_var, "seeds": [main.settings.seed, *variance], "spearman": rhos,
+                               "mean": float(np.mean(rhos)), "std": float(np.std(rhos, ddof=1))}
+        rows[name] = row
+    rows["ensemble"]["members"] = list(DEFAULT_MEMBERS)
+    rows["ensemble"]["target"] = 0.85
+    rows["vote_synflow_jacob_cov_snip"]["members"] = list(PUBLISHED_VOTE)
+    rows["vote_synflow_jacob_cov_snip"]["published_abs_spearman"] = 0.82
+    timing = main.figures.get("_timing", {})
+    return {"archs": len(main.records), "proxies": rows, "timing": timing,
+            "ensemble_selection": select_ensemble(main),
+            "accuracy_range": [float(np.nanmin(acc)), float(np.nanmax(acc))]}
+
+
+def select_ensemble(result: StudyResult, max_members: int = 4) -> dict:
+    """Which vote would one pick from data? Every combination of 2..max_members proxies is ranked by its rho
+    on the first half of the sample and the best is reported on the second half (a held-out estimate, unlike
+    a combination picked on all the archs it is scored on)."""
+    from itertools import combinations
+
+    acc = result.accuracies
+    table = {n: result.scores(n) for n in result.settings.proxies}
+    half = len(acc) // 2
+    scored = []
+    for k in range(2, max_members + 1):
+        for combo in combinations(table, k):
+            vote = mean_rank_vote(table, combo)
+            scored.append((correlation(vote[:half], acc[:half])["spearman"], combo, vote))
+    scored.sort(key=lambda t: -t[0])
+    top = []
+    for rho_first, combo, vote in scored[:5]:
+        top.append({"members": list(combo), "spearman_first_half": rho_first,
+                    "spearman_second_half": correlation(vote[half:], acc[half:])["spearman"],
+                    "spearman_all": correlation(vote, acc)["spearman"]})
+    return {"split": [half, len(acc) - half], "max_members": max_members, "top5_by_first_half": top}
+
+
+def scatter_grid(result: StudyResult, path: Path) -> None:
+    """Every proxy's rank against accuracy in one figure (ranks: the scores span dozens of decades)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgenas.estimators.proxies import ranks
+
+    series = {n: result.scores(n) for n in result.settings.proxies} | {"ensemble": _votes(result)["ensemble"]}
+    cols = 4
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), dpi=80, squeeze=False)
+    acc = result.accuracies
+    for ax, (name, values) in zip(axes.flat, series.items(), strict=False):
+        ax.scatter(ranks(values), acc, s=3, alpha=0.4, linewidths=0)
+        fig_rho = correlation(values, acc)["spearman"]
+        ax.set_title(f"{name} (rho {fig_rho:.2f})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    fig.supxlabel("proxy rank (NaN/inf tied last)", fontsize=9)
+    fig.supylabel("NB201 CIFAR-10 accuracy (%)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def print_table(report: dict) -> None:
+    print(f"\nNB201 CIFAR-10, {report['archs']} archs, batch {report['settings']['batch']}, one thread")
+    print(f"{'proxy':30s} {'rho':>7s} {'tau':>7s} {'pub|rho|':>8s} {'rho mean+-std (3 seeds)':>24s} "
+          f"{'nonfin':>6s} {'s/arch':>7s}")
+    for name, r in report["proxies"].items():
+        pub = r.get("published_abs_spearman")
+        var = r.get("variance")
+        var_s = f"{var['mean']:.3f} +- {var['std']:.3f}" if var else "-"
+        secs = r.get("seconds_per_arch")
+        print(f"{name:30s} {r['spearman']:7.3f} {r['kendall']:7.3f} {pub if pub else '-':>8} {var_s:>24s} "
+              f"{r['nonfinite']:6d} {secs if secs is None else round(secs, 2)!s:>7s}")
+    best = report["ensemble_selection"]["top5_by_first_half"][0]
+    print(f"vote picked on the first half: {'+'.join(best['members'])}: rho {best['spearman_first_half']:.3f} "
+          f"(first half), {best['spearman_second_half']:.3f} (held-out second half)")
+    t = report["timing"]
+    print(f"all proxies of one arch: {t.get('all_proxies_as_run_mean', float('nan')):.2f} s as run (shared "
+          f"pass), "
+          f"{t.get('all_proxies_standalone_sum_of_means', float('nan')):.2f} s proxy by proxy")
+
+
+if __name__ == "__main__":
+    main()
