@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
+
+from edgenas.hardware.measure_worker import time_runs
 
 
 def main() -> None:
@@ -29,17 +30,11 @@ def main() -> None:
         name = sess.get_inputs()[0].name
         runs.append(lambda sess=sess, name=name, x=x: sess.run(None, {name: x}))
     for run in runs:
-        for _ in range(job["warmup"]):
-            run()
+        time_runs(run, job["warmup"], 0, 0.0)
     blocks: list[list[list[float]]] = [[], []]
-    for _ in range(job["rounds"]):
+    for _ in range(job["rounds"]):  # alternate: ref block, arch block, ref block, ...
         for which, run in enumerate(runs):
-            times = []
-            for _ in range(job["runs"]):
-                t0 = time.perf_counter()
-                run()
-                times.append((time.perf_counter() - t0) * 1e3)
-            blocks[which].append(times)
+            blocks[which].append(time_runs(run, 0, job["runs"], 0.0))
     ref_med = [statistics.median(b) for b in blocks[0]]
     arch_med = [statistics.median(b) for b in blocks[1]]
     print(json.dumps({
