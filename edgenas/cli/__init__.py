@@ -46,6 +46,9 @@ def spaces_command() -> None:
 from edgenas.cli import search as _search  # noqa: E402
 
 _search.register(app)
+from edgenas.cli import bench as _bench  # noqa: E402
+
+_bench.register(app)
 
 
 def main() -> None:
