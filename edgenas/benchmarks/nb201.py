@@ -289,6 +289,11 @@ def format_table(summary: dict[str, Any]) -> str:
     if s["latency_ms"] is not None:
         head += (f" (latency <= {s['latency_ms']:g} ms on {s['device']}, "
                  f"{summary['feasible_architectures']} feasible archs)")
+    options = {n: o for n, o in s["strategy_options"].items() if n in s["strategies"] and o}
+    if options:
+        head += "; " + ", ".join(
+            f"{n}({', '.join(f'{k}={v}' for k, v in o.items())})" for n, o in options.items()
+        )
     multi = summary["true_front_hypervolume"] is not None
     if multi:
         ref, strict = summary["hypervolume_reference"], summary["hypervolume_reference_strict"]
