@@ -135,10 +135,11 @@ class ReinforceController(Strategy):
             self.baseline = r
         advantage = r - self.baseline
         if self.normalize:
-            self._scale = abs(advantage) if self._scale is None else (
-                self.baseline_decay * self._scale + (1.0 - self.baseline_decay) * abs(advantage)
-            )
-            advantage = advantage / self._scale if self._scale > 0 else 0.0
+            if self._scale is None:  # starts at the first non-zero deviation (the first one is zero)
+                self._scale = abs(advantage) or None
+            else:
+                self._scale = self.baseline_decay * self._scale + (1.0 - self.baseline_decay) * abs(advantage)
+            advantage = advantage / self._scale if self._scale else 0.0
         self.baseline = self.baseline_decay * self.baseline + (1.0 - self.baseline_decay) * r
         self._buffer.append((arch, advantage))
         if len(self._buffer) >= self.batch_size:
