@@ -35,9 +35,9 @@ def test_reinforce_learns_a_synthetic_objective(seed: int) -> None:
     space = get_space("nb201")
     strategy = make_strategy("reinforce", space, seed=seed, learning_rate=0.01)
     rewards = run(strategy, conv_count, 150)
-    assert np.mean(rewards[-30:]) > np.mean(rewards[:30]) + 1.0
+    assert np.mean(rewards[-30:]) > np.mean(rewards[:30]) + 1.5
     probs = strategy.probabilities({n: "nor_conv_3x3" for n in space.names})
-    assert all(p[3] > 0.4 for p in probs.values())  # 3x3 is now the most likely op on every edge
+    assert sum(p[3] > 0.5 for p in probs.values()) >= 5  # 3x3 is now the likeliest op on (nearly) every edge
 
 
 def test_reinforce_resumes_by_replay() -> None:

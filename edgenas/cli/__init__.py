@@ -52,6 +52,9 @@ _proxies.register(app)
 from edgenas.cli import latency as _latency  # noqa: E402
 
 _latency.register(app)
+from edgenas.cli import bench as _bench  # noqa: E402
+
+_bench.register(app)
 
 
 def main() -> None:

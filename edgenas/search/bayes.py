@@ -48,7 +48,7 @@ class ThompsonBayes(Strategy):
 
     n_init: int = 10
     prior_precision: float | None = None
-    noise: float = 0.1
+    noise: float = 0.3
     enumerate_limit: int = 20_000
     pool_size: int = 1_000
     top_k: int = 10

@@ -20,9 +20,10 @@ objective (signed so that larger is better) or, with ``latency_target`` set, Mna
 and ``latency_weights[1]`` otherwise (``(-0.07, -0.07)`` is MnasNet's soft constraint, ``(0, -1)`` its
 hard one). Infeasible results get ``infeasible_reward`` (default: the lowest reward seen so far).
 
-Evaluations are expensive and an architecture's result does not change, so ``ask`` redraws (up to
-``skip_seen`` times) a sample that was already told: without it a sharpening policy spends most of a
-small budget proposing the architectures it has already seen.
+Evaluations are expensive and an architecture's result does not change, so ``ask`` redraws a sample that
+was already told: up to ``skip_seen`` draws from the policy, then as many at twice and at four times its
+temperature (a flatter version of the same policy). Without it a sharpening policy spends most of a small
+budget proposing the architectures it has already seen.
 
 The controller is small (one LSTM cell of ``hidden_size`` units), so it is written in numpy with its
 gradients derived by hand (backpropagation through the few LSTM steps) and a numpy Adam: an ask and a
@@ -89,10 +90,12 @@ class ReinforceController(Strategy):
     def _propose_new(self, rng: np.random.Generator) -> Arch:
         arch = self._policy.sample(rng, self.temperature, 1)[0]
         if self.skip_seen > 0 and self._signature(arch) in self._told:
-            # Redraw a batch at once (one vectorised pass) and keep the first new architecture.
-            for other in self._policy.sample(rng, self.temperature, self.skip_seen):
-                if self._signature(other) not in self._told:
-                    return other
+            # Redraw batches at once (one vectorised pass each), flattening the policy a little more each
+            # round, and keep the first new architecture.
+            for heat in (1.0, 2.0, 4.0):
+                for other in self._policy.sample(rng, self.temperature * heat, self.skip_seen):
+                    if self._signature(other) not in self._told:
+                        return other
         return arch
 
     def _signature(self, arch: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -132,10 +135,11 @@ class ReinforceController(Strategy):
             self.baseline = r
         advantage = r - self.baseline
         if self.normalize:
-            self._scale = abs(advantage) if self._scale is None else (
-                self.baseline_decay * self._scale + (1.0 - self.baseline_decay) * abs(advantage)
-            )
-            advantage = advantage / self._scale if self._scale > 0 else 0.0
+            if self._scale is None:  # starts at the first non-zero deviation (the first one is zero)
+                self._scale = abs(advantage) or None
+            else:
+                self._scale = self.baseline_decay * self._scale + (1.0 - self.baseline_decay) * abs(advantage)
+            advantage = advantage / self._scale if self._scale else 0.0
         self.baseline = self.baseline_decay * self.baseline + (1.0 - self.baseline_decay) * r
         self._buffer.append((arch, advantage))
         if len(self._buffer) >= self.batch_size:
