@@ -1,7 +1,7 @@
 """How repeatable is a latency measurement? The same network measured again in separate fresh processes.
 
 For N seeded random ``mbv3-tiny`` architectures, each is measured R times, each time in a new process
-(the protocol of ``edgenas.hardware.measure``); rounds are interleaved (arch 1..N, then again) so that
+(the protocol of ``edgenas.hardware.measure``: a measurement is the median of 3 fresh processes); rounds are interleaved (arch 1..N, then again) so that
 slow drifts of the machine's load hit every architecture alike. Per architecture the relative spread is
 (max - min) / median of its R medians; the table reports the median over architectures (target <= 5%).
 
@@ -11,6 +11,7 @@ slow drifts of the machine's load hit every architecture alike. Per architecture
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -38,9 +39,11 @@ def main() -> None:
     for backend in args.backend:
         meter = LatencyMeter(space, 10, 3, MeasureSettings(backend=backend, threads=args.threads))
         runs: list[list[float]] = [[] for _ in archs]
+        load: list[float] = []  # 1-minute load average at the end of each round: other jobs show up here
         for _ in range(args.repeats):
             for i, arch in enumerate(archs):
                 runs[i].append(meter.measure(arch)["median_ms"])
+            load.append(os.getloadavg()[0])
         spreads = [(max(r) - min(r)) / statistics.median(r) for r in runs]
         figures[backend] = {
             "median_relative_spread": statistics.median(spreads),
@@ -48,12 +51,14 @@ def main() -> None:
             "per_arch_medians_ms": [statistics.median(r) for r in runs],
             "per_arch_spread": spreads,
             "runs_ms": runs,
+            "load_per_round": load,
+            "processes_per_measurement": meter.settings.processes,
         }
     print(f"{'backend':<12} {'median spread':>14} {'max spread':>11} {'latency range (ms)':>20}")
     for backend, f in figures.items():
         lo, hi = min(f["per_arch_medians_ms"]), max(f["per_arch_medians_ms"])
         print(f"{backend:<12} {100 * f['median_relative_spread']:>13.1f}% {100 * f['max_relative_spread']:>10.1f}%"
-              f" {lo:>9.3f} - {hi:.3f}")
+              f" {lo:>9.3f} - {hi:.3f}   load per round {', '.join(f'{x:.1f}' for x in f['load_per_round'])}")
     print("target: median spread <= 5%")
     path = save("latency_noise", {"archs": args.archs, "repeats": args.repeats, "threads": args.threads,
                                   "target_median_spread": 0.05, "results": figures})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,12 @@ STABLE_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "MALLOC
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """How to time a network: backend, threads, batch size, warm-up and timed runs."""
+    """How to time a network: backend, threads, batch size, warm-up, timed runs and fresh processes.
+
+    A measurement is the median over ``processes`` fresh worker processes of each one's median run time: on
+    a shared (virtualised) CPU one process in five or so lands in a slow phase and its median is off by
+    10-30%, which a single process cannot tell apart from a real difference (``bench/latency_noise.py``).
+    """
 
     backend: str = "onnxruntime"
     threads: int = 1
@@ -41,12 +47,13 @@ class MeasureSettings:
     warmup: int = 20
     runs: int = 100
     min_seconds: float = 0.3
+    processes: int = 3
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise EdgenasError(f"unknown latency backend '{self.backend}'; valid: {', '.join(BACKENDS)}")
-        if self.threads < 1 or self.batch < 1 or self.runs < 1:
-            raise EdgenasError("threads, batch and runs must be at least 1")
+        if self.threads < 1 or self.batch < 1 or self.runs < 1 or self.processes < 1:
+            raise EdgenasError("threads, batch, runs and processes must be at least 1")
 
 
 def _versions(backend: str) -> str:
@@ -138,7 +145,7 @@ class LatencyMeter:
         return self._cache[key]
 
     def measure(self, arch: Mapping[str, Any]) -> dict[str, Any]:
-        """Measure ``arch`` now, uncached, in a fresh process; returns the median and every run's time."""
+        """Measure ``arch`` now, uncached, in ``processes`` fresh processes; the median of their medians."""
         s = self.settings
         arch = self.space.validate(arch)
         res = self.space.resolution(arch)
@@ -152,10 +159,17 @@ class LatencyMeter:
                 model = self.space.build(arch, self.num_classes, self.in_channels)
                 job["onnx_path"] = os.path.join(tmp, "model.onnx")
                 export_onnx(model, job["onnx_path"], res, self.in_channels, s.batch)
-            proc = subprocess.run(
-                [sys.executable, "-m", "edgenas.hardware.measure_worker"],
-                input=json.dumps(job), capture_output=True, text=True, env=worker_env(s.threads),
-            )
+            per_process = [self._run_worker(job, s.threads) for _ in range(s.processes)]
+        medians = [r["median_ms"] for r in per_process]
+        return {"median_ms": statistics.median(medians), "process_medians_ms": medians,
+                "times_ms": [t for r in per_process for t in r["times_ms"]]}
+
+    @staticmethod
+    def _run_worker(job: dict[str, Any], threads: int) -> dict[str, Any]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgenas.hardware.measure_worker"],
+            input=json.dumps(job), capture_output=True, text=True, env=worker_env(threads),
+        )
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"latency measurement failed: {tail[0]}")
