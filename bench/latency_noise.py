@@ -1,7 +1,8 @@
 """How repeatable is a latency measurement? The same network measured again in separate fresh processes.
 
 For N seeded random ``mbv3-tiny`` architectures, each is measured R times, each time in a new process
-(the protocol of ``edgenas.hardware.measure``: a measurement is the median of 3 fresh processes); rounds are interleaved (arch 1..N, then again) so that
+(the protocol of ``edgenas.hardware.measure``: a measurement is the median of 3 fresh processes);
+rounds are interleaved (arch 1..N, then again) so that
 slow drifts of the machine's load hit every architecture alike. Per architecture the relative spread is
 (max - min) / median of its R medians; the table reports the median over architectures (target <= 5%).
 
