@@ -21,7 +21,7 @@ DEMO_LATENCY_MS = 0.35
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--budget", type=int, default=16)
+    parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--latency-ms", type=float, default=DEMO_LATENCY_MS)
     args = parser.parse_args(argv)
     from rich.console import Console
