@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seeds", default="0,1,2", help="the first is the main study; the others the variance")
     ap.add_argument("--variance-archs", type=int, default=200)
+    ap.add_argument("--main-minutes", type=float, default=None,
+                    help="stop the main study after this long and report the architectures scored so far")
+    ap.add_argument("--variance-minutes", type=float, default=None, help="the same, per variance seed")
     ap.add_argument("--time-every", type=int, default=20, help="score every k-th arch proxy by proxy too")
     ap.add_argument("--work", default=str(ROOT / "runs" / "proxies_nb201"), help="checkpoints")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxies_nb201.json"))
@@ -73,14 +76,16 @@ def main() -> None:
     main_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
                                   proxies=names, ensemble=DEFAULT_MEMBERS, time_every=args.time_every)
     main_result = run_study(main_settings, Path(args.work, f"seed{seeds[0]}"), args.bench_data,
-                            progress(f"seed {seeds[0]}"))
+                            progress(f"seed {seeds[0]}"), time_limit=_seconds(args.main_minutes))
     variance: dict[int, StudyResult] = {}
     n_var = min(args.variance_archs, args.archs)
     for s in seeds[1:]:
         settings = StudySettings(space="nb201", data=data, archs=n_var, batch=args.batch, seed=s,
                                  arch_seed=seeds[0], proxies=names, ensemble=DEFAULT_MEMBERS, time_every=0)
         variance[s] = run_study(settings, Path(args.work, f"seed{s}_first{n_var}"), args.bench_data,
-                                progress(f"seed {s}"))
+                                progress(f"seed {s}"), time_limit=_seconds(args.variance_minutes))
+    # a time limit may leave fewer architectures than asked: compare the seeds on the ones all of them scored
+    n_var = min([n_var, len(main_result.records), *(len(r.records) for r in variance.values())])
 
     report = summarise(main_result, variance, n_var)
     report.update(
@@ -95,6 +100,10 @@ def main() -> None:
     scatter_grid(main_result, Path(args.out).with_name("proxies_nb201_scatter.png"))
     print_table(report)
     print(f"wrote {args.out}")
+
+
+def _seconds(minutes: float | None) -> float | None:
+    return None if minutes is None else 60 * minutes
 
 
 def _votes(result: StudyResult) -> dict[str, np.ndarray]:
@@ -112,8 +121,9 @@ def summarise(main: StudyResult, variance: dict[int, StudyResult], n_var: int) -
     sub_series = [{n: v[:n_var] for n, v in series.items()}]
     sub_acc = [acc[:n_var]]
     for res in variance.values():
-        sub_series.append({n: res.scores(n) for n in res.settings.proxies} | _votes(res))
-        sub_acc.append(res.accuracies)
+        sub_series.append({n: v[:n_var] for n, v in ({n: res.scores(n) for n in res.settings.proxies}
+                                                     | _votes(res)).items()})
+        sub_acc.append(res.accuracies[:n_var])
     for name, values in series.items():
         fig = correlation(values, acc)
         row = {
@@ -134,7 +144,7 @@ def summarise(main: StudyResult, variance: dict[int, StudyResult], n_var: int) -
     rows["vote_synflow_jacob_cov_snip"]["members"] = list(PUBLISHED_VOTE)
     rows["vote_synflow_jacob_cov_snip"]["published_abs_spearman"] = 0.82
     timing = main.figures.get("_timing", {})
-    return {"archs": len(main.records), "proxies": rows, "timing": timing,
+    return {"archs": len(main.records), "archs_asked": main.settings.archs, "proxies": rows, "timing": timing,
             "ensemble_selection": select_ensemble(main),
             "accuracy_range": [float(np.nanmin(acc)), float(np.nanmax(acc))]}
 

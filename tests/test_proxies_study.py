@@ -111,6 +111,31 @@ def test_study_trains_scores_and_resumes(tmp_path: Path) -> None:
         run_study(other, tmp_path, train_fn=fake_train)
 
 
+def test_time_limit_reports_what_was_scored_and_resumes(tmp_path: Path) -> None:
+    settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=5, batch=8, proxies=("params",),
+                             ensemble=(), accuracy="train", time_every=0)
+    calls: list[int] = []
+
+    def fake_train(arch: dict) -> float:
+        calls.append(1)
+        return float(sum(arch[f"s{i}.depth"] for i in range(1, 6)))
+
+    with pytest.raises(EdgenasError, match="after 0 architectures"):
+        run_study(settings, tmp_path, train_fn=fake_train, time_limit=0)
+    full = run_study(StudySettings(**{**settings.__dict__}), tmp_path / "full", train_fn=fake_train)
+    # a checkpoint holding the first 3 architectures, then a study whose time is already up
+    lines = (tmp_path / "full" / "checkpoint.jsonl").read_text().splitlines()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "checkpoint.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    calls.clear()
+    partial = run_study(settings, tmp_path / "cut", train_fn=fake_train, time_limit=0)
+    assert calls == [] and len(partial.records) == 3
+    assert partial.figures["_partial"] == {"scored": 3, "asked": 5}
+    resumed = run_study(settings, tmp_path / "cut", train_fn=fake_train)
+    assert len(calls) == 2 and "_partial" not in resumed.figures
+    assert [r.scores for r in resumed.records] == [r.scores for r in full.records]
+
+
 # ---------------------------------------------------------------------------------------------- command
 def test_correlate_command_on_mbv3_tiny(tmp_path: Path) -> None:
     out = tmp_path / "study"

@@ -57,6 +57,8 @@ def correlate_command(
     out: str | None = typer.Option(None, help="output folder (default runs/proxies/SPACE-seedS-nN)"),
     bench_data: str | None = typer.Option(None, help="reference-data folder (default $EDGENAS_DATA)"),
     threads: int = typer.Option(1, help="torch threads"),
+    time_limit: float | None = typer.Option(None, help="stop scoring after this many minutes and report the "
+                                            "architectures scored so far (run again to resume)"),
 ) -> None:
     """Rank correlation (Spearman, Kendall) of every proxy with real accuracy on a seeded sample."""
     import torch
@@ -91,8 +93,13 @@ def correlate_command(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"scoring {archs} architectures", total=archs)
         result = run_study(settings, folder, bench_data,
-                           progress=lambda done, total, key: bar.update(task, completed=done))
+                           progress=lambda done, total, key: bar.update(task, completed=done),
+                           time_limit=None if time_limit is None else 60 * time_limit)
     _print_table(console, result, PUBLISHED_NB201 if resolved_space.name == "nb201" else {})
+    partial = result.figures.get("_partial")
+    if partial:
+        console.print(f"[yellow]partial[/]: the time limit stopped the study after {partial['scored']} of "
+                      f"{partial['asked']} architectures; run the same command again to resume")
     console.print(f"results: {folder}/study.json, plots: {folder}/plots/")
 
 

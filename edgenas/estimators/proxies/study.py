@@ -241,11 +241,14 @@ def run_study(
     bench_data: str | None = None,
     progress: Progress | None = None,
     train_fn: Callable[[Arch], float] | None = None,
+    time_limit: float | None = None,
 ) -> StudyResult:
     """Run (or resume) a correlation study and write its JSON and plots under ``out_dir``.
 
     ``train_fn`` overrides how a non-NB201 architecture's accuracy is obtained (default: the project's
-    ``train`` estimator with ``settings.epochs``).
+    ``train`` estimator with ``settings.epochs``). With ``time_limit`` (seconds) the study stops scoring
+    when the time is up and reports the architectures scored so far (``figures["_partial"]`` says how
+    many of how many); running it again resumes from the checkpoint.
     """
     from edgenas.evaluators import EvalContext
     from edgenas.spaces import get_space
@@ -276,9 +279,12 @@ def run_study(
     else:
         accuracies = np.full(len(archs), np.nan)
         trainer = train_fn or _default_trainer(ctx)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     for i, arch in enumerate(archs):
         if i in records:
             continue
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         scores, seconds = score_arch(
             space, arch, data, settings.proxies, settings.batch, settings.seed, share=settings.share,
             standalone_times=settings.share and settings.time_every > 0 and i % settings.time_every == 0,
@@ -292,8 +298,14 @@ def run_study(
         checkpoint.append(records[i])
         if progress:
             progress(len(records), len(archs), space.key(arch))
-    result = StudyResult(settings, [records[i] for i in range(len(archs))])
+    done = sorted(records)
+    if len(done) < 3:
+        raise EdgenasError(f"the time limit stopped the study after {len(done)} architectures; a correlation "
+                           "needs at least 3 (run it again to resume, or give it more time)")
+    result = StudyResult(settings, [records[i] for i in done])
     result.figures = figures(result)
+    if len(done) < len(archs):
+        result.figures["_partial"] = {"scored": len(done), "asked": len(archs)}
     result.figures["_accuracy_source"] = {
         "kind": "table" if use_table else "trained",
         "detail": "NAS-Bench-201 CIFAR-10 test accuracy, 200 epochs" if use_table
