@@ -252,14 +252,14 @@ class ProfileReport:
 
 
 def provenance(space: Any, num_classes: int, in_channels: int, settings: Any) -> dict[str, Any]:
-    from edgenas.hardware.measure import _versions
+    from edgenas.hardware.measure import backend_versions
     from edgenas.io import cpu_model
 
     return {
         "space": space.name, "space_config": space.to_dict(), "num_classes": int(num_classes),
         "in_channels": int(in_channels), "resolutions": list(space.mbv3.resolutions),
         "widths": list(space.mbv3.widths), "backend": settings.backend, "threads": settings.threads,
-        "batch": settings.batch, "versions": _versions(settings.backend), "cpu": cpu_model(),
+        "batch": settings.batch, "versions": backend_versions(settings.backend), "cpu": cpu_model(),
     }
 
 

@@ -56,7 +56,8 @@ class MeasureSettings:
             raise EdgenasError("threads, batch, runs and processes must be at least 1")
 
 
-def _versions(backend: str) -> str:
+def backend_versions(backend: str) -> str:
+    """The library versions a latency depends on (part of every cache key and table provenance)."""
     import torch
 
     if backend == "onnxruntime":
@@ -108,7 +109,7 @@ class LatencyMeter:
         self._provenance = {
             "space": json.dumps(space.to_dict(), sort_keys=True),
             "cpu": cpu_model(),
-            "versions": _versions(self.settings.backend),
+            "versions": backend_versions(self.settings.backend),
             "settings": asdict(self.settings),
             "classes": num_classes,
             "in_channels": in_channels,
