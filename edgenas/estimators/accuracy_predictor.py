@@ -88,16 +88,24 @@ class GeneCodec:
 
     def features(self, genes: np.ndarray) -> np.ndarray:
         """One-hot features of every row (kernel / expand one-hots zero in slots the depth skips)."""
+        return self.padded_features(genes)[:, : self.n_features]
+
+    def hot_columns(self, genes: np.ndarray) -> np.ndarray:
+        """``(n, G)`` column of each gene's one in :meth:`padded_features` (skipped slots: the last column)."""
         genes = np.atleast_2d(genes)
-        n = len(genes)
-        hot = np.zeros((n, self.n_features), dtype=np.float64)
         cols = self.offsets[None, :] + genes
-        mask = np.ones((n, self.G), dtype=bool)
         act = self.active(genes)
-        mask[:, self.sl_k] = act
-        mask[:, self.sl_e] = act
-        rows = np.broadcast_to(np.arange(n)[:, None], (n, self.G))
-        hot[rows[mask], cols[mask]] = 1.0
+        cols[:, self.sl_k] = np.where(act, cols[:, self.sl_k], self.n_features)
+        cols[:, self.sl_e] = np.where(act, cols[:, self.sl_e], self.n_features)
+        return cols
+
+    def padded_features(self, genes: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """:meth:`features` with one extra last column that collects the skipped slots' ones (multiply it
+        by a zero weight row): one scatter, no boolean masking (the finder's hot path)."""
+        cols = self.hot_columns(genes)
+        n, width = len(cols), self.n_features + 1
+        hot = np.zeros((n, width), dtype=dtype)
+        np.put(hot, cols + (np.arange(n) * width)[:, None], 1.0)
         return hot
 
     def lut_codes(self, genes: np.ndarray) -> dict[str, np.ndarray]:
@@ -124,7 +132,7 @@ class AccuracyPredictor:
     ``random_state``.
     """
 
-    def __init__(self, space: MBV3Space, hidden: int = 64, layers: int = 2, ensemble: int = 3,
+    def __init__(self, space: MBV3Space, hidden: int = 32, layers: int = 2, ensemble: int = 3,
                  epochs: int = 1500, lr: float = 1e-3, weight_decay: float = 1e-4, ridge: float = 1.0,
                  random_state: int = 0) -> None:
         self.space, self.hidden, self.layers, self.ensemble = space, hidden, layers, ensemble
@@ -197,27 +205,36 @@ class AccuracyPredictor:
             return self._predict_genes(genes)
 
     def _predict_genes(self, genes: np.ndarray) -> np.ndarray:
-        F_ = self.codec.features(genes)
-        out = F_ @ self.coef_
-        if self.mlps_:
-            stack = self._stacked()
-            n, E = len(F_), len(self.mlps_)
-            h = F_.astype(np.float32) @ stack[0][0] + stack[0][1]  # every member's first layer at once
-            h = h.reshape(n, E, -1).transpose(1, 0, 2)  # (E, n, H)
+        import torch
+
+        stack = self._stacked()
+        cols = torch.from_numpy(np.ascontiguousarray(self.codec.hot_columns(genes), dtype=np.int64))
+        # one-hot rows times the first weights = the sum of the rows the ones select: the ridge output and
+        # every member's first layer at once, without building the one-hot matrix
+        h = torch.nn.functional.embedding_bag(cols, self._first_t, mode="sum").numpy() + stack[0][1]
+        out = h[:, 0].astype(np.float64)
+        if len(stack) > 1:
+            n, E = len(h), len(self.mlps_)
+            z = h[:, 1:].reshape(n, E, -1).transpose(1, 0, 2)  # (E, n, H)
             for W, b in stack[1:]:
-                h = np.matmul(np.maximum(h, 0.0), W) + b[:, None, :]
-            out = out + h[:, :, 0].mean(axis=0)
+                z = np.matmul(np.maximum(z, 0.0), W) + b[:, None, :]
+            out = out + z[:, :, 0].mean(axis=0)
         return out * self.y_std_ + self.y_mean_
 
     def _stacked(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The ensemble's weights in float32: the first layers side by side, the others stacked."""
+        """float32 weights: column 0 the ridge coefficients, then every member's first layer side by side
+        (with the zero row of the padding column); deeper layers stacked over members."""
         if getattr(self, "_stack_cache", None) is None:
-            first_W = np.concatenate([m[0][0] for m in self.mlps_], axis=1).astype(np.float32)
-            first_b = np.concatenate([m[0][1] for m in self.mlps_]).astype(np.float32)
+            first_W = np.concatenate([self.coef_[:, None]] + [m[0][0] for m in self.mlps_], axis=1)
+            first_W = np.vstack([first_W, np.zeros((1, first_W.shape[1]))]).astype(np.float32)
+            first_b = np.concatenate([[0.0]] + [m[0][1] for m in self.mlps_]).astype(np.float32)
             rest = [(np.stack([m[i][0] for m in self.mlps_]).astype(np.float32),
                      np.stack([m[i][1] for m in self.mlps_]).astype(np.float32))
-                    for i in range(1, len(self.mlps_[0]))]
+                    for i in range(1, len(self.mlps_[0]))] if self.mlps_ else []
             self._stack_cache = [(first_W, first_b), *rest]
+            import torch
+
+            self._first_t = torch.from_numpy(first_W)
         return self._stack_cache
 
     def predict(self, X: Sequence[Mapping[str, Any]] | np.ndarray) -> np.ndarray:

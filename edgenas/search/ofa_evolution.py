@@ -69,27 +69,6 @@ class BudgetUnreachable(EdgenasError):
     """No subnet found meets the latency budget."""
 
 
-def _feasible_children(make: Callable[[int], np.ndarray], need: int, lat_fn: GeneFn, budget: float,
-                       cfg: EvolutionConfig) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Up to ``need`` feasible rows from batches of ``make(k)`` (bounded rounds); returns rows, their
-    latencies, proposals made and the number still missing."""
-    got, lats, proposals = [], [], 0
-    missing = need
-    for _ in range(cfg.max_tries):
-        if missing <= 0:
-            break
-        batch = make(max(1, int(np.ceil(missing * cfg.oversample))))
-        lat = lat_fn(batch)
-        proposals += len(batch)
-        ok = np.flatnonzero(lat <= budget)[:missing]
-        got.append(batch[ok])
-        lats.append(lat[ok])
-        missing -= len(ok)
-    if got:
-        return np.concatenate(got), np.concatenate(lats), proposals, max(missing, 0)
-    return np.zeros((0, 0), dtype=np.int64), np.zeros(0), proposals, need
-
-
 class GenePool:
     """Uniform draws of gene rows over each gene's *allowed* choice indices (a latency table may cover only
     some resolutions or widths), vectorised through a padded ``(G, max choices)`` table."""
@@ -177,27 +156,41 @@ def _evolve(codec: GeneCodec, acc_fn: GeneFn, lat_fn: GeneFn, budget: float, cfg
         history.append(best[1])
 
         def mutants(k: int, parents: np.ndarray = parents) -> np.ndarray:
+            if k == 0:
+                return parents[:0]
             base = parents[rng.integers(0, len(parents), k)]
             fresh = pool.random(k, rng)
             return np.where(rng.random(base.shape) < cfg.mutate_prob, fresh, base)
 
         def crossovers(k: int, parents: np.ndarray = parents) -> np.ndarray:
+            if k == 0:
+                return parents[:0]
             a = parents[rng.integers(0, len(parents), k)]
             b = parents[rng.integers(0, len(parents), k)]
             return np.where(rng.random(a.shape) < 0.5, a, b)
 
+        # mutants and crossovers are proposed together: one latency call per round
         kids, kid_lat = [parents], [p_lat]
-        for make, need in ((mutants, n_mut), (crossovers, n_cross)):
-            rows, lats, prop, missing = _feasible_children(make, need, lat_fn, budget, cfg)
-            proposals += prop
-            if len(rows):
-                kids.append(rows)
-                kid_lat.append(lats)
-            if missing:
-                fallbacks += missing
-                reps = rng.integers(0, len(parents), missing)
-                kids.append(parents[reps])
-                kid_lat.append(p_lat[reps])
+        need = [n_mut, n_cross]
+        for _ in range(cfg.max_tries):
+            if need[0] <= 0 and need[1] <= 0:
+                break
+            k = [int(np.ceil(max(m, 0) * cfg.oversample)) for m in need]
+            batch = np.concatenate([mutants(k[0]), crossovers(k[1])])
+            lat = lat_fn(batch)
+            proposals += len(batch)
+            ok = lat <= budget
+            for part, (lo, hi) in enumerate(((0, k[0]), (k[0], k[0] + k[1]))):
+                sel = lo + np.flatnonzero(ok[lo:hi])[: max(need[part], 0)]
+                kids.append(batch[sel])
+                kid_lat.append(lat[sel])
+                need[part] -= len(sel)
+        missing = max(need[0], 0) + max(need[1], 0)
+        if missing:
+            fallbacks += missing
+            reps = rng.integers(0, len(parents), missing)
+            kids.append(parents[reps])
+            kid_lat.append(p_lat[reps])
         children = np.concatenate(kids[1:])
         child_acc = acc_fn(children)
         candidates += len(children)
@@ -239,6 +232,42 @@ class MeasuredSurrogate:
         return self.calibration.apply(*self._costs(genes))
 
 
+class LutGenes:
+    """A layer table evaluated on gene rows with one gather: the table is re-indexed once into
+    ``slot_ms[r, w, slot, k, e]`` (the latency of the block in that slot with that kernel and expand ratio)
+    and ``fixed_ms[r, w]`` (stem, first block and head), so a population's latency is a single fancy index,
+    a masked sum and the table's calibration ``a * sum + b * layers + c``."""
+
+    def __init__(self, model: Any, codec: GeneCodec) -> None:
+        self.model, self.codec = model, codec
+        L = model.layers
+        S, M = codec.S, codec.M
+        R, W = len(L.resolutions), len(L.widths)
+        ri = np.arange(R)[:, None, None, None, None, None]
+        # block ids per (r, w, stage, first/later, k, e) -> latency (NaN where the table has no entry)
+        blk = model.values[ri, L.block]  # (R, W, S, 2, K, E)
+        later = (np.arange(M) > 0).astype(np.int64)  # slot j of a stage: first block or a later one
+        self.slot_ms = blk[:, :, :, later].reshape(R, W, S * M, *blk.shape[-2:])  # (R, W, S*M, K, E)
+        self.fixed_ms = model.values[np.arange(R)[:, None, None], L.fixed].sum(axis=2)  # (R, W)
+        self.n_fixed = L.fixed.shape[2]
+        self.cal = model.table.calibration
+        self.flat = self.slot_ms.reshape(-1)
+        self.strides = np.array(self.slot_ms.strides) // self.slot_ms.itemsize
+        self.slots = np.arange(S * M)
+
+    def __call__(self, genes: np.ndarray) -> np.ndarray:
+        c = self.codec
+        r, w = genes[:, 0], genes[:, 1]
+        st = self.strides
+        idx = ((r * st[0] + w * st[1])[:, None] + self.slots[None, :] * st[2]
+               + genes[:, c.sl_k] * st[3] + genes[:, c.sl_e] * st[4])
+        act = c.active(genes)
+        s = np.where(act, self.flat[idx], 0.0).sum(axis=1) + self.fixed_ms[r, w]
+        if np.isnan(s).any():  # a missing entry: let the table's own error name it
+            self.model.predict(c.to_archs(genes[np.isnan(s)][:1]))
+        return self.cal.apply(s, act.sum(axis=1) + self.n_fixed)
+
+
 def batched_latency(evaluator: Any, codec: GeneCodec, num_classes: int, in_channels: int,
                     surrogate_points: int = 10, seed: int = 0) -> tuple[GeneFn, str]:
     """A function gene rows -> latency (ms) for a target evaluator of :mod:`edgenas.evaluators`, and how
@@ -247,19 +276,7 @@ def batched_latency(evaluator: Any, codec: GeneCodec, num_classes: int, in_chann
     from edgenas.hardware.targets import LutLatency, PredictedLatency
 
     if isinstance(evaluator, LutLatency):
-        model = evaluator.model
-        cal = model.table.calibration
-
-        def lut(genes: np.ndarray) -> np.ndarray:
-            codes = codec.lut_codes(genes)
-            ids = model.layers.batch_layer_ids(codes)
-            per_layer = model.values[codes["r"][:, None], ids]
-            s = per_layer.sum(axis=1)
-            if np.isnan(s).any():  # a missing entry: let the table's own error name it
-                model.predict(codec.to_archs(genes[np.isnan(s)][:1]))
-            return cal.apply(s, (ids >= 0).sum(axis=1))
-
-        return lut, "lut"
+        return LutGenes(evaluator.model, codec), "lut"
     if isinstance(evaluator, PredictedLatency):
         pred = evaluator.predictor
         feats = pred.features_
