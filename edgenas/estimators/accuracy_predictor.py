@@ -198,11 +198,9 @@ class AccuracyPredictor:
         return self
 
     def predict_genes(self, genes: np.ndarray) -> np.ndarray:
-        """Predicted accuracy (%) of gene rows (the fast path of the evolutionary search)."""
-        from edgenas.hardware.predictor import blas_threads
-
-        with blas_threads(1):  # small products: threads only add contention (and spin) on a busy CPU
-            return self._predict_genes(genes)
+        """Predicted accuracy (%) of gene rows: the finder's hot path (it runs inside one
+        ``blas_threads(1)`` block of its own, so this does not set thread limits per call)."""
+        return self._predict_genes(genes)
 
     def _predict_genes(self, genes: np.ndarray) -> np.ndarray:
         import torch
@@ -238,9 +236,12 @@ class AccuracyPredictor:
         return self._stack_cache
 
     def predict(self, X: Sequence[Mapping[str, Any]] | np.ndarray) -> np.ndarray:
+        from edgenas.hardware.predictor import blas_threads
+
         if not hasattr(self, "coef_"):
             raise EdgenasError("this accuracy predictor is not fitted yet")
-        return self.predict_genes(self._genes(X))
+        with blas_threads(1):  # small products: threads only add contention (and spin) on a busy CPU
+            return self._predict_genes(self._genes(X))
 
     # ---------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike[str]) -> None:
