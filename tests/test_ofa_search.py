@@ -187,3 +187,18 @@ def test_cli_train_then_bad_inputs_exit_2(tmp_path):
     bad = _cli("ofa", "specialize", "--supernet", str(tmp_path / "nothing"), "--data", "synthetic", "--targets",
                "raspi4", "--latency-ms", "1", "--out", str(tmp_path / "spec"))
     assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+def test_supernet_estimator_in_a_search(micro, tmp_path):
+    from edgenas.data import load_synthetic_dataset
+    from edgenas.evaluators import EvalContext, make_estimator
+    from edgenas.supernets.shrinking import ShrinkConfig, train_supernet
+
+    data = load_synthetic_dataset().subset(64, 32)
+    train_supernet(micro, data, tmp_path / "sn", ShrinkConfig(schedule="full:1", batch_size=16, eval_images=8))
+    ctx = EvalContext(micro, data_spec="synthetic", max_train=64)
+    est = make_estimator(f"supernet:{tmp_path / 'sn'}", ctx)
+    acc = est(micro.sample(np.random.default_rng(0)))
+    assert 0.0 <= acc <= 100.0 and est.name == "accuracy"
+    with pytest.raises(EdgenasError, match="was built for space 'micro'"):
+        make_estimator(f"supernet:{tmp_path / 'sn'}", EvalContext(get_space("mbv3-tiny"), data_spec="synthetic"))
