@@ -82,12 +82,18 @@ def finder_speed(space_name: str, target: str, data_dir: str | None, pred_space_
     runs = []
     for s in range(seeds):
         r = evolve(codec, predictor.predict_genes, lat_fn, budget, EvolutionConfig(seed=s), target, allowed)
-        runs.append({"seconds": r.seconds, "candidates": r.candidates, "proposals": r.proposals,
+        runs.append({"seconds": r.seconds, "cpu_seconds": r.cpu_seconds, "candidates": r.candidates,
+                     "proposals": r.proposals, "candidates_per_cpu_second": r.candidates / max(r.cpu_seconds, 1e-9),
                      "candidates_per_second": r.candidates_per_second, "latency_ms": r.latency,
                      "fallbacks": r.fallbacks, "predicted_accuracy": r.accuracy})
-    return {"space": space_name, "target": target, "latency_model": how, "budget_ms": budget,
+    big = evolve(codec, predictor.predict_genes, lat_fn, budget, EvolutionConfig(population=1000, generations=50),
+                 target, allowed)
+    scaling = {"population": 1000, "generations": 50, "candidates_per_second": big.candidates_per_second,
+               "candidates_per_cpu_second": big.candidates / max(big.cpu_seconds, 1e-9)}
+    return {"space": space_name, "target": target, "latency_model": how, "budget_ms": budget, "scaling": scaling,
             "population": 100, "generations": 500, "runs": runs,
             "median_candidates_per_second": float(np.median([r["candidates_per_second"] for r in runs])),
+            "median_candidates_per_cpu_second": float(np.median([r["candidates_per_cpu_second"] for r in runs])),
             "median_proposals_per_second": float(np.median([r["proposals"] / r["seconds"] for r in runs]))}
 
 

@@ -59,6 +59,7 @@ class EvolutionResult:
     proposals: int  # every proposal whose latency was predicted, infeasible ones included
     fallbacks: int  # children replaced by parent copies after max_tries rounds
     history: list[float] = field(default_factory=list)  # best predicted accuracy per generation
+    cpu_seconds: float = 0.0  # this process's CPU time (wall time counts other jobs on a shared machine)
 
     @property
     def candidates_per_second(self) -> float:
@@ -88,8 +89,11 @@ class GenePool:
 
     def random(self, n: int, rng: np.random.Generator, shrink: float = 1.0) -> np.ndarray:
         """``n`` random rows; ``shrink`` < 1 draws positions from the lower part of each allowed list."""
-        pos = (rng.random((n, self.codec.G)) * shrink * self.lengths).astype(np.int64)
-        return self.table[self.cols[None, :], pos]
+        return self.from_uniform(rng.random((n, self.codec.G)) * shrink)
+
+    def from_uniform(self, u: np.ndarray) -> np.ndarray:
+        """Rows from uniform numbers in [0, 1) (one per gene)."""
+        return self.table[self.cols[None, :], (u * self.lengths).astype(np.int64)]
 
     def smallest(self) -> np.ndarray:
         return self.table[:, 0].copy()
@@ -110,7 +114,7 @@ def _evolve(codec: GeneCodec, acc_fn: GeneFn, lat_fn: GeneFn, budget: float, cfg
             target_name: str, allowed: dict[str, list[int]] | None) -> EvolutionResult:
     rng = np.random.default_rng(cfg.seed)
     pool = GenePool(codec, allowed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     P = cfg.population
     n_parents = max(1, int(round(P * cfg.parent_ratio)))
     n_mut = int(round(P * cfg.mutation_ratio))
@@ -159,15 +163,14 @@ def _evolve(codec: GeneCodec, acc_fn: GeneFn, lat_fn: GeneFn, budget: float, cfg
             if k == 0:
                 return parents[:0]
             base = parents[rng.integers(0, len(parents), k)]
-            fresh = pool.random(k, rng)
-            return np.where(rng.random(base.shape) < cfg.mutate_prob, fresh, base)
+            u = rng.random((2, k, codec.G))  # one draw: the fresh genes and the mutation mask
+            return np.where(u[1] < cfg.mutate_prob, pool.from_uniform(u[0]), base)
 
         def crossovers(k: int, parents: np.ndarray = parents) -> np.ndarray:
             if k == 0:
                 return parents[:0]
-            a = parents[rng.integers(0, len(parents), k)]
-            b = parents[rng.integers(0, len(parents), k)]
-            return np.where(rng.random(a.shape) < 0.5, a, b)
+            pick = rng.integers(0, len(parents), (2, k))
+            return np.where(rng.random((k, codec.G)) < 0.5, parents[pick[0]], parents[pick[1]])
 
         # mutants and crossovers are proposed together: one latency call per round
         kids, kid_lat = [parents], [p_lat]
@@ -201,7 +204,7 @@ def _evolve(codec: GeneCodec, acc_fn: GeneFn, lat_fn: GeneFn, budget: float, cfg
     if acc[i] > best[1]:
         best = (pop[i].copy(), float(acc[i]), float(pop_lat[i]))
     return EvolutionResult(codec.canonical(best[0][None, :])[0], best[1], best[2], time.perf_counter() - t0,
-                           candidates, proposals, fallbacks, history)
+                           candidates, proposals, fallbacks, history, time.process_time() - c0)
 
 
 # ------------------------------------------------------------------------------- batched latency models
