@@ -169,6 +169,7 @@ def specialize(net: OFAMobileNetV3, data: Dataset, data_spec: str, targets: Sequ
             name = "".join(c if c.isalnum() else "_" for c in spec).strip("_")
             onnx_path = out / f"subnet_{name}.onnx"
             export_onnx(model, onnx_path, space.resolution(arch), data.in_channels)
+            row["onnxruntime_max_abs_diff"] = _check_onnx(model.eval(), onnx_path, data, space.resolution(arch))
             torch.save(model.state_dict(), out / f"subnet_{name}.pt")
             atomic_write_json(out / f"subnet_{name}.json", {k: v for k, v in row.items()})
             row["onnx"] = str(onnx_path)
@@ -196,6 +197,22 @@ def specialize(net: OFAMobileNetV3, data: Dataset, data_spec: str, targets: Sequ
     atomic_write_json(out / "report.json", {"targets": list(targets), "budgets_ms": list(budgets),
                                             "rows": rows, "cross_latency_ms": cross})
     return SpecializeResult(out, rows, cross, md)
+
+
+def _check_onnx(model: torch.nn.Module, path: Path, data: Dataset, resolution: int) -> float:
+    """Largest difference between onnxruntime's and PyTorch's outputs on a few validation images."""
+    import onnxruntime as ort
+
+    _, x_val = data.at_resolution(resolution)
+    x = x_val[:4].contiguous()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i : i + 1].numpy()})[0] for i in range(len(x))])
+    diff = float(np.abs(got - expected).max())
+    if not diff <= 1e-3:
+        raise EdgenasError(f"onnxruntime output of {path} differs from PyTorch by {diff:.2e}; not trustworthy")
+    return diff
 
 
 def _markdown(rows: list[dict[str, Any]], cross: dict[str, dict[str, float]], targets: Sequence[str]) -> str:
