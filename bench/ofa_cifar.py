@@ -111,12 +111,14 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=200)
     ap.add_argument("--pair-val", type=int, default=1000, help="validation images per accuracy pair")
     ap.add_argument("--recal", type=int, default=500, help="training images for BN recalibration")
+    ap.add_argument("--pair-recal", type=int, default=500, help="BN recalibration images per accuracy pair")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few images, few pairs")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
         args.max_train, args.max_val, args.pairs, args.holdout, args.subnets = 256, 128, 20, 10, 2
         args.ps, args.joint, args.recal, args.pair_val = "full:1,kernel:1,depth:1,expand:1", "joint:4", 64, 128
+        args.pair_recal = 64
         args.work, args.out = args.work + "_quick", str(RESULTS / "ofa_cifar_quick.json")
     if not args.bench_data:
         sys.exit("set EDGENAS_DATA or pass --bench-data (the reference-data folder)")
@@ -172,10 +174,11 @@ def main() -> None:
 
     # 4. accuracy predictor
     t = time.time()
-    tr_archs, tr_acc = measure_pairs(ps, data, args.pairs, 11, args.recal, args.pair_val, work / "pairs_train.jsonl",
-                                     log)
-    te_archs, te_acc = measure_pairs(ps, data, args.holdout, 12, args.recal, args.pair_val,
-                                     work / "pairs_test.jsonl", log)
+    tag = f"v{args.pair_val}_r{args.pair_recal}"
+    tr_archs, tr_acc = measure_pairs(ps, data, args.pairs, 11, args.pair_recal, args.pair_val,
+                                     work / f"pairs_train_{tag}.jsonl", log)
+    te_archs, te_acc = measure_pairs(ps, data, args.holdout, 12, args.pair_recal, args.pair_val,
+                                     work / f"pairs_test_{tag}.jsonl", log)
     timings["pairs_s"] = time.time() - t
     t = time.time()
     pred = AccuracyPredictor(space).fit(tr_archs, tr_acc)
@@ -185,6 +188,7 @@ def main() -> None:
     te = np.asarray(te_acc)
     figures["predictor"] = {
         "train_pairs": len(tr_acc), "holdout": len(te_acc), "val_images_per_pair": args.pair_val,
+        "recal_images_per_pair": args.pair_recal,
         "spearman": float(spearmanr(p, te)[0]), "rmse": float(np.sqrt(np.mean((p - te) ** 2))),
         "holdout_accuracy_std": float(te.std()), "holdout_accuracy_range": [float(te.min()), float(te.max())],
         "baseline_rmse_mean": float(np.sqrt(np.mean((te.mean() - te) ** 2))),
