@@ -177,6 +177,9 @@ COSTS: dict[str, Factory] = {"params": _params, "flops": _macs, "param_bytes": _
 ESTIMATOR_PREFIXES: dict[str, Factory] = {
     "tabular": _tabular,
     "proxy": _proxy,
+    # OFA supernet weights + BN recalibration (lazy import: the factory lives in edgenas/supernets/estimator.py)
+    "supernet": lambda arg, ctx: __import__("edgenas.supernets.estimator", fromlist=["_"]).supernet_estimator(
+        arg, ctx),
 }
 TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device, "lut": _lut, "predictor": _predictor,

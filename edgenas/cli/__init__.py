@@ -55,6 +55,9 @@ _latency.register(app)
 from edgenas.cli import bench as _bench  # noqa: E402
 
 _bench.register(app)
+from edgenas.cli import ofa as _ofa  # noqa: E402
+
+_ofa.register(app)
 
 
 def main() -> None:

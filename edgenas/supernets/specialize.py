@@ -1,0 +1,230 @@
+"""Specialise a trained OFA supernet for several devices: accuracy predictor + latency model + evolution.
+
+Once-for-All (Cai et al., ICLR 2020), section 3.4 and figure 1 ("train once, specialise everywhere"):
+
+1. measure (subnet, accuracy) pairs on the supernet -- each subnet extracted, its BN statistics
+   recalibrated on training images, evaluated on validation images -- and fit an
+   :class:`~edgenas.estimators.accuracy_predictor.AccuracyPredictor` (kept beside the supernet);
+2. per target (``cpu``, ``lut:PATH``, ``predictor:PATH``, a named device), run the vectorised evolutionary
+   finder of :mod:`edgenas.search.ofa_evolution` under that target's latency budget;
+3. extract, recalibrate, evaluate and export (ONNX) each found subnet; for ``cpu`` the found subnet is
+   measured, and if it misses the budget the search repeats with a proportionally tighter budget;
+4. the cross table: every found subnet's latency on every target and its accuracy, so that each
+   device's preference for its own subnet is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgenas.data import Dataset
+from edgenas.errors import EdgenasError
+from edgenas.estimators.accuracy_predictor import AccuracyPredictor, GeneCodec
+from edgenas.io import atomic_write_json, atomic_write_text
+from edgenas.spaces.base import Arch
+from edgenas.supernets.bn_calibration import recalibrate_bn
+from edgenas.supernets.ofa import OFAMobileNetV3
+
+
+def recal_images(data: Dataset, resolution: int, n: int, seed: int = 0) -> torch.Tensor:
+    """A fixed, seeded sample of ``n`` training images at ``resolution`` for BN recalibration."""
+    x, _ = data.at_resolution(resolution)
+    idx = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)
+    return x[torch.from_numpy(np.sort(idx))]
+
+
+@torch.no_grad()
+def evaluate_subnet(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int = 1000, val: int | None = None,
+                    seed: int = 0) -> tuple[torch.nn.Module, float]:
+    """Extract ``arch``, recalibrate its BN statistics on ``recal`` training images and return the model
+    and its top-1 accuracy (%) on the first ``val`` validation images (all by default)."""
+    from edgenas.estimators.train import evaluate_accuracy
+
+    arch = net.space.validate(arch)
+    res = net.space.resolution(arch)
+    model = net.extract(arch).to(memory_format=torch.channels_last)
+    recalibrate_bn(model, recal_images(data, res, recal, seed).contiguous(memory_format=torch.channels_last))
+    _, x_val = data.at_resolution(res)
+    n = len(x_val) if val is None else min(val, len(x_val))
+    acc = evaluate_accuracy(model, x_val[:n].contiguous(memory_format=torch.channels_last), data.y_val[:n])
+    return model.to(memory_format=torch.contiguous_format), acc
+
+
+def measure_pairs(net: OFAMobileNetV3, data: Dataset, n: int, seed: int = 0, recal: int = 500,
+                  val: int | None = None, cache: Path | None = None,
+                  progress: Callable[[str], None] | None = None) -> tuple[list[Arch], list[float]]:
+    """``n`` seeded random subnets and their recalibrated accuracies; with ``cache`` (JSONL) every pair
+    is appended as it is measured and re-used on the next call (resumable)."""
+    rng = np.random.default_rng(seed)
+    archs = [net.space.sample(rng) for _ in range(n)]
+    have: dict[str, float] = {}
+    if cache is not None and cache.exists():
+        for line in cache.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                have[net.space.key(row["arch"])] = float(row["accuracy"])
+            except (ValueError, KeyError):
+                continue
+    accs, t0 = [], time.time()
+    for i, arch in enumerate(archs):
+        key = net.space.key(arch)
+        if key not in have:
+            have[key] = evaluate_subnet(net, arch, data, recal, val, seed)[1]
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with open(cache, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"arch": arch, "accuracy": have[key]}) + "\n")
+        accs.append(have[key])
+        if progress and ((i + 1) % 25 == 0 or i + 1 == n):
+            progress(f"accuracy pairs: {i + 1}/{n} ({time.time() - t0:.0f} s)")
+    return archs, accs
+
+
+def table_coverage(evaluator: Any, codec: GeneCodec) -> dict[str, list[int]] | None:
+    """For a layer-table target: the resolutions and widths its entries cover (choice indices)."""
+    from edgenas.hardware.targets import LutLatency
+
+    if not isinstance(evaluator, LutLatency):
+        return None
+    model = evaluator.model
+    L = model.layers
+    ok_r, ok_w = set(), set()
+    for ri in range(len(L.resolutions)):
+        for wi in range(len(L.widths)):
+            ids = np.concatenate([L.fixed[ri, wi].ravel(), L.block[ri, wi].ravel()])
+            if np.isfinite(model.values[ri, ids]).all():
+                ok_r.add(ri)
+                ok_w.add(wi)
+    if not ok_r:
+        raise EdgenasError(f"latency table {model.table.source} covers no network of space "
+                           f"'{codec.space.name}'; it was built for {model.table.built_for()}")
+    return {"resolution": sorted(ok_r), "width": sorted(ok_w)}
+
+
+@dataclass
+class SpecializeResult:
+    out: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cross: dict[str, dict[str, float]] = field(default_factory=dict)
+    markdown: str = ""
+
+
+def specialize(net: OFAMobileNetV3, data: Dataset, data_spec: str, targets: Sequence[str],
+               budgets: Sequence[float], out: str | Path, predictor: AccuracyPredictor | None = None,
+               pairs: int = 300, recal: int = 500, val: int | None = None, generations: int = 500,
+               population: int = 100, seed: int = 0, surrogate_points: int = 10, export: bool = True,
+               progress: Callable[[str], None] | None = None) -> SpecializeResult:
+    """Find, per target, the most accurate subnet within its latency budget (see the module docstring)."""
+    from edgenas.evaluators import EvalContext, make_target
+    from edgenas.hardware.measure import export_onnx
+    from edgenas.search.ofa_evolution import EvolutionConfig, batched_latency, evolve
+
+    if len(targets) != len(budgets):
+        raise EdgenasError(f"{len(targets)} targets but {len(budgets)} latency budgets; give one budget per target")
+    say = progress or (lambda msg: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    space, codec = net.space, GeneCodec(net.space)
+    if predictor is None:
+        archs, accs = measure_pairs(net, data, pairs, seed, recal, val, out / "accuracy_pairs.jsonl", say)
+        predictor = AccuracyPredictor(space, random_state=seed).fit(archs, accs)
+        predictor.save(out / "accuracy_predictor.npz")
+    ctx = EvalContext(space, data_spec=data_spec, seed=seed, cache_dir=str(out / "cache"))
+    ctx.__dict__["data"] = data  # already loaded
+    evaluators, lat_fns = {}, {}
+    for spec in targets:  # build every target first: a bad spec fails before any search runs
+        evaluators[spec] = make_target(spec, ctx)
+    rows: list[dict[str, Any]] = []
+    for spec, budget in zip(targets, budgets, strict=True):
+        ev = evaluators[spec]
+        lat_fn, how = batched_latency(ev, codec, data.num_classes, data.in_channels, surrogate_points, seed)
+        lat_fns[spec] = lat_fn
+        allowed = table_coverage(ev, codec)
+        search_budget, tries = float(budget), []
+        for attempt in range(4):
+            res = evolve(codec, predictor.predict_genes, lat_fn, search_budget,
+                         EvolutionConfig(population=population, generations=generations, seed=seed + attempt),
+                         target_name=spec, allowed=allowed)
+            arch = codec.to_archs(res.genes[None, :])[0]
+            measured = float(ev(arch)) if how == "surrogate" else None
+            tries.append({"search_budget": search_budget, "model_latency": res.latency, "measured": measured})
+            if measured is None or measured <= budget:
+                break
+            search_budget *= 0.97 * budget / measured  # the surrogate was optimistic here: tighten and retry
+        model, acc = evaluate_subnet(net, arch, data, recal, None, seed)
+        row = {"target": spec, "budget_ms": float(budget), "latency_model": how, "arch": arch,
+               "predicted_accuracy": res.accuracy, "accuracy": acc, "latency_ms": measured or res.latency,
+               "meets_budget": (measured or res.latency) <= budget, "search_seconds": res.seconds,
+               "candidates": res.candidates, "candidates_per_second": res.candidates_per_second,
+               "fallback_children": res.fallbacks, "tries": tries}
+        if export:
+            name = "".join(c if c.isalnum() else "_" for c in spec).strip("_")
+            onnx_path = out / f"subnet_{name}.onnx"
+            export_onnx(model, onnx_path, space.resolution(arch), data.in_channels)
+            row["onnxruntime_max_abs_diff"] = _check_onnx(model.eval(), onnx_path, data, space.resolution(arch))
+            torch.save(model.state_dict(), out / f"subnet_{name}.pt")
+            atomic_write_json(out / f"subnet_{name}.json", {k: v for k, v in row.items()})
+            row["onnx"] = str(onnx_path)
+        rows.append(row)
+        say(f"{spec}: accuracy {acc:.2f}% (predicted {res.accuracy:.2f}%), latency {row['latency_ms']:.3f} ms "
+            f"<= {budget:g} ms: {row['meets_budget']}; {res.candidates_per_second:,.0f} candidates/s")
+    # cross table: every found subnet on every target
+    cross: dict[str, dict[str, float]] = {}
+    for row in rows:
+        cross[row["target"]] = {}
+        for spec in targets:
+            ev = evaluators[spec]
+            from edgenas.hardware.cost import MeasuredLatency
+
+            if isinstance(ev, MeasuredLatency):
+                lat = float(ev(row["arch"]))
+            else:
+                try:
+                    lat = float(lat_fns[spec](codec.to_genes([row["arch"]]))[0])
+                except EdgenasError:
+                    lat = float("nan")  # the table does not cover this subnet (another resolution / width)
+            cross[row["target"]][spec] = lat
+    md = _markdown(rows, cross, targets)
+    atomic_write_text(out / "report.md", md)
+    atomic_write_json(out / "report.json", {"targets": list(targets), "budgets_ms": list(budgets),
+                                            "rows": rows, "cross_latency_ms": cross})
+    return SpecializeResult(out, rows, cross, md)
+
+
+def _check_onnx(model: torch.nn.Module, path: Path, data: Dataset, resolution: int) -> float:
+    """Largest difference between onnxruntime's and PyTorch's outputs on a few validation images."""
+    import onnxruntime as ort
+
+    _, x_val = data.at_resolution(resolution)
+    x = x_val[:4].contiguous()
+    with torch.no_grad():
+        expected = model(x).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i : i + 1].numpy()})[0] for i in range(len(x))])
+    diff = float(np.abs(got - expected).max())
+    if not diff <= 1e-3:
+        raise EdgenasError(f"onnxruntime output of {path} differs from PyTorch by {diff:.2e}; not trustworthy")
+    return diff
+
+
+def _markdown(rows: list[dict[str, Any]], cross: dict[str, dict[str, float]], targets: Sequence[str]) -> str:
+    head = "| subnet found for | accuracy (%) | " + " | ".join(f"{t} (ms)" for t in targets) + " |"
+    lines = [head, "|" + "---|" * (2 + len(targets))]
+    for row in rows:
+        cells = []
+        for t in targets:
+            v = cross[row["target"]][t]
+            budget = next(r["budget_ms"] for r in rows if r["target"] == t)
+            mark = "" if not np.isfinite(v) else (" ✓" if v <= budget else " ✗")
+            cells.append(("n/a" if not np.isfinite(v) else f"{v:.3f}") + mark)
+        lines.append(f"| {row['target']} (≤ {row['budget_ms']:g} ms) | {row['accuracy']:.2f} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines) + "\n"
