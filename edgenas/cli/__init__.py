@@ -55,6 +55,9 @@ _latency.register(app)
 from edgenas.cli import bench as _bench  # noqa: E402
 
 _bench.register(app)
+from edgenas.cli import gradient as _gradient  # noqa: E402
+
+_gradient.register(app)
 
 
 def main() -> None:
