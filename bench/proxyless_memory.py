@@ -70,7 +70,7 @@ def worker(step: str, order: str, n: int, batch: int, resolution: int) -> dict:
             net.prepare("weight", gen)
         saved: dict[int, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
             if t.data_ptr() not in params:
                 st = t.untyped_storage()
                 saved[st.data_ptr()] = st.nbytes()

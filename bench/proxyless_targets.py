@@ -105,8 +105,9 @@ def main() -> None:
             continue
         wdir = Path(args.work) / name
         cfg = GradientSearchConfig(out=str(wdir), method="proxyless", space="mbv3-tiny", data=data_spec,
-                                   target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-                                   max_train=args.max_train, resolution=32, width=1.0, seed=0)
+                                   target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs,
+                                   warmup_epochs=args.warmup_epochs, max_train=args.max_train, resolution=32,
+                                   width=1.0, seed=0)
         t0 = time.time()
         r = run_search(cfg, resume=(wdir / "checkpoint.pt").exists(), log=lambda s: print(s, flush=True))
         blob = json.loads((wdir / "arch.json").read_text())

@@ -82,6 +82,7 @@ class GradientSearchConfig:
     backend: str = "onnxruntime"
     cache_dir: str | None = None
     retrain_epochs: int = 2
+    plots: bool = True
     nb201_channels: int = 8
     nb201_cells: int = 1
 
@@ -249,7 +250,7 @@ class GradientSearch:
                                    f"or choose another --out")
             stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
             mine = self.config.to_json()
-            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir") and stored.get(k) != mine[k]]
+            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots") and stored.get(k) != mine[k]]
             if differ:
                 k = differ[0]
                 raise EdgenasError(f"--resume with a different {k} ({mine[k]!r}) than the stored search "
@@ -319,38 +320,17 @@ class GradientSearch:
     # --------------------------------------------------------------------- run
     def run(self) -> GradientSearchResult:
         cfg = self.config
-        bs = cfg.batch_size
-        total_steps = cfg.epochs * self.steps_per_epoch
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
             order = torch.randperm(len(self.xw), generator=self.gen)
             a_order = torch.randperm(len(self.xa), generator=self.gen)
-            a_pos = 0
             searching = self.epoch >= cfg.warmup_epochs
             losses, accs, arch_rows = [], [], []
             self.net.train()
-            for s in range(self.steps_per_epoch):
-                idx = order[s * bs : (s + 1) * bs]
-                if len(idx) < 2:
-                    continue
-                loss, acc = self._weight_step(self.xw[idx], self.yw[idx])
-                losses.append(loss)
-                accs.append(acc)
-                if searching and s % cfg.arch_every == cfg.arch_every - 1:
-                    if a_pos + bs > len(a_order):
-                        a_order, a_pos = torch.randperm(len(self.xa), generator=self.gen), 0
-                    aidx = a_order[a_pos : a_pos + bs]
-                    a_pos += bs
-                    arch_rows.append(self._arch_step(self.xa[aidx], self.ya[aidx]))
-                    if len(arch_rows) % 5 == 1:
-                        self.history["alpha"].append(
-                            {"epoch": self.epoch + s / self.steps_per_epoch,
-                             "probs": [p.detach().tolist() for p in self.net.probs()],
-                             **arch_rows[-1]})
-                if self.progress:
-                    done = self.epoch * self.steps_per_epoch + s + 1
-                    self.progress(done, total_steps, {"loss": float(np.mean(losses[-20:])), "epoch": self.epoch + 1,
-                                                      **(arch_rows[-1] if arch_rows else {})})
+            # Dropout draws from the global generator: seed it per epoch, so a resumed search repeats exactly.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed * 100003 + self.epoch)
+                self._epoch(order, a_order, searching, losses, accs, arch_rows)
             choice = self.derive_choice()
             row = {
                 "epoch": self.epoch + 1, "train_loss": float(np.mean(losses)), "train_acc": 100 * float(np.mean(accs)),
@@ -369,6 +349,33 @@ class GradientSearch:
             self._save_checkpoint()
             self.log(_epoch_line(row))
         return self.finish()
+
+    def _epoch(self, order: torch.Tensor, a_order: torch.Tensor, searching: bool, losses: list[float],
+               accs: list[float], arch_rows: list[dict[str, float]]) -> None:
+        cfg, bs, a_pos = self.config, self.config.batch_size, 0
+        total_steps = cfg.epochs * self.steps_per_epoch
+        for s in range(self.steps_per_epoch):
+            idx = order[s * bs : (s + 1) * bs]
+            if len(idx) < 2:
+                continue
+            loss, acc = self._weight_step(self.xw[idx], self.yw[idx])
+            losses.append(loss)
+            accs.append(acc)
+            if searching and s % cfg.arch_every == cfg.arch_every - 1:
+                if a_pos + bs > len(a_order):
+                    a_order, a_pos = torch.randperm(len(self.xa), generator=self.gen), 0
+                aidx = a_order[a_pos : a_pos + bs]
+                a_pos += bs
+                arch_rows.append(self._arch_step(self.xa[aidx], self.ya[aidx]))
+                if len(arch_rows) % 5 == 1:
+                    self.history["alpha"].append(
+                        {"epoch": self.epoch + s / self.steps_per_epoch,
+                         "probs": [p.detach().tolist() for p in self.net.probs()],
+                         **arch_rows[-1]})
+            if self.progress:
+                done = self.epoch * self.steps_per_epoch + s + 1
+                self.progress(done, total_steps, {"loss": float(np.mean(losses[-20:])), "epoch": self.epoch + 1,
+                                                  **(arch_rows[-1] if arch_rows else {})})
 
     # ------------------------------------------------------------------ derive
     def derive_choice(self, how: str | None = None) -> list[int]:
@@ -422,8 +429,9 @@ class GradientSearch:
         }
         self._write_store(arch, metrics)
         atomic_write_json(self.out / "history.json", self.history)
-        plot_history(self.history, self.net.block_names(), self.net.candidate_names(), self.out,
-                     cfg.latency_ms if self.latency is not None else None)
+        if cfg.plots:
+            plot_history(self.history, self.net.block_names(), self.net.candidate_names(), self.out,
+                         cfg.latency_ms if self.latency is not None else None)
         atomic_write_json(self.out / "arch.json", blob)
         return GradientSearchResult(self.out, arch, metrics, self.seconds, self.history)
 
