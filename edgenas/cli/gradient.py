@@ -86,9 +86,10 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         loss: str = typer.Option(None, help="Latency loss: additive (lambda*E/T) or multiplicative (log ratio^beta)."),
         lam: float = typer.Option(None, "--lambda", help="Initial lambda of the additive loss."),
         beta: float = typer.Option(None, help="Initial beta of the multiplicative loss."),
-        adapt: float = typer.Option(None, help="Dual-ascent rate of lambda/beta towards E[lat]=target (0: fixed)."),
-        epochs: int = typer.Option(None, help="Epochs over the train split (default 4)."),
-        warmup_epochs: int = typer.Option(None, "--warmup-epochs", help="Weight-only epochs first (default 1)."),
+        adapt: float = typer.Option(None, help="Dual-ascent rate of lambda/beta towards E(lat) = target "
+                                               "(0: the fixed published forms)."),
+        epochs: int = typer.Option(None, help="Epochs over the train split (default 8)."),
+        warmup_epochs: int = typer.Option(None, "--warmup-epochs", help="Weight-only epochs first (default 2)."),
         batch_size: int = typer.Option(None, "--batch-size"),
         lr: float = typer.Option(None, help="Weight learning rate (SGD, cosine)."),
         arch_lr: float = typer.Option(None, "--arch-lr", help="Architecture learning rate (Adam)."),

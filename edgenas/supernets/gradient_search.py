@@ -13,8 +13,14 @@ Steering to a latency target. The paper's losses trade accuracy against latency 
 coefficient follows a dual-ascent update after every architecture step, ``coef += adapt * (E[lat] /
 target - 1)`` (the multiplier of the constraint ``E[lat] = target``), so the expected latency settles at
 the target; ``adapt = 0`` gives the papers' fixed forms. The derived architecture is then, by default,
-the most probable one whose table latency is within the target (``derive="budget"``, an exact
-multiple-choice knapsack over ``log p``); ``derive="argmax"`` is the papers' per-block argmax.
+the most probable one (maximum ``sum log p``) whose table latency lies within ``(1 +- window) x target``
+(``derive="window"``; ``"budget"``: at most the target), an exact multiple-choice knapsack
+(:func:`~edgenas.supernets.latency_loss.most_probable_under`). ``derive="argmax"`` is the papers'
+per-block argmax; when the search is short and the distributions are still broad, the argmax of each
+block favours its cheap paths and lands well below ``E[lat]``, which is why the window is the default.
+
+Architecture steps run every ``arch_every`` weight steps (ProxylessNAS updates ``alpha`` every 5 steps in
+its released settings), after ``warmup_epochs`` of weight-only training.
 
 Everything the loop needs to continue is checkpointed after every epoch (``OUT/checkpoint.pt``: weights,
 ``alpha``, both optimisers, the coefficient, the sampler state, the history), so an interrupted search
@@ -507,7 +513,8 @@ def plot_history(history: dict[str, Any], blocks: list[str], candidates: list[li
             ax.plot(xs, [s["probs"][b][j] for s in snaps], lw=1, label=name)
         ax.set_title(blocks[b], fontsize=8)
         ax.tick_params(labelsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    widest = max(range(n), key=lambda b: len(candidates[b])) if n else 0
+    handles, labels = axes[widest // cols][widest % cols].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=min(10, len(labels)), fontsize=7)
     fig.supxlabel("epoch")
