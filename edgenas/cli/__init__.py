@@ -58,6 +58,9 @@ _bench.register(app)
 from edgenas.cli import ofa as _ofa  # noqa: E402
 
 _ofa.register(app)
+from edgenas.cli import gradient as _gradient  # noqa: E402
+
+_gradient.register(app)
 
 
 def main() -> None:
