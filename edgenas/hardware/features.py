@@ -53,8 +53,13 @@ class Features:
     def transform(self, archs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         if self.layers is None:
             return self.space.encode_batch(archs).astype(np.float64)
+        return self.transform_codes(self.layers.batch_codes(archs))
+
+    def transform_codes(self, codes: dict[str, np.ndarray]) -> np.ndarray:
+        """:meth:`transform` from choice indices (``MBV3Layers.batch_codes``) instead of arch dicts: what a
+        search that keeps its population as a matrix calls (no per-arch Python)."""
         L = self.layers
-        codes = L.batch_codes(archs)
+        assert L is not None, "choice indices need a layer index (an MBV3-style space)"
         ids = L.batch_layer_ids(codes)
         cols = [self._onehot(codes)]
         if self.derived:

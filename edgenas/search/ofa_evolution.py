@@ -285,7 +285,7 @@ def batched_latency(evaluator: Any, codec: GeneCodec, num_classes: int, in_chann
         feats = pred.features_
 
         def predicted(genes: np.ndarray) -> np.ndarray:
-            X = _predictor_features(feats, codec.lut_codes(genes))
+            X = feats.transform_codes(codec.lut_codes(genes))
             return np.exp(pred._predict_core(pred.base_, pred.resid_, X, pred.blend_) + pred.offset_)
 
         return predicted, "predictor"
@@ -300,25 +300,3 @@ def batched_latency(evaluator: Any, codec: GeneCodec, num_classes: int, in_chann
         return np.asarray(evaluator.evaluate_batch(codec.to_archs(genes)), dtype=np.float64)
 
     return generic, "batch"
-
-
-def _predictor_features(feats: Any, codes: dict[str, np.ndarray]) -> np.ndarray:
-    """:meth:`edgenas.hardware.features.Features.transform` from choice indices instead of arch dicts."""
-    L = feats.layers
-    ids = L.batch_layer_ids(codes)
-    cols = [feats._onehot(codes)]
-    if feats.derived:
-        macs = np.append(L.layer_macs, 0.0)[ids]
-        cols.append(np.column_stack([macs[:, sl].sum(axis=1) for sl in L.stage_slices()]) / 1e6)
-        n_layers = (ids >= 0).sum(axis=1).astype(np.float64)
-        cols.append(np.column_stack([
-            np.log(macs.sum(axis=1) + 1.0), np.log(L.sum(L.layer_params, ids) + 1.0), n_layers,
-            np.asarray(L.resolutions, dtype=np.float64)[codes["r"]],
-            np.asarray(L.widths, dtype=np.float64)[codes["w"]],
-        ]))
-    if feats.lut_values is not None:
-        s = feats.lut_values[codes["r"][:, None], ids].sum(axis=1)
-        a, b, c = feats.lut_calibration if feats.lut_calibration is not None else (1.0, 0.0, 0.0)
-        n = (ids >= 0).sum(axis=1)
-        cols.append(np.column_stack([s, np.log(np.maximum(s, 1e-9)), a * s + b * n + c]))
-    return np.concatenate(cols, axis=1)
