@@ -21,7 +21,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgenas.errors import EdgenasError
-from edgenas.spaces.base import SearchSpace
+from edgenas.spaces.base import Arch, SearchSpace
 
 
 @dataclass
@@ -91,35 +91,52 @@ def read_latency_dataset(path: str | os.PathLike[str], space: SearchSpace, colum
         raise EdgenasError(f"latency dataset '{path}' not found")
     if p.suffix == ".csv":
         return _read_csv(p, space, column, on_error, limit)
-    archs, lat, lines, skipped = [], [], [], []
     with open(p, encoding="utf-8") as f:
-        for no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p.name} line {no}"
-            try:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    raise EdgenasError(f"{where}: not valid JSON") from None
-                if not isinstance(rec, Mapping):
-                    raise EdgenasError(f"{where}: not a JSON object")
-                arch = _arch_from_record(space, rec, where)
-                value = _latency(rec.get("latency_ms", rec.get("latency")), column, where)
-            except EdgenasError as exc:
-                msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
-                if on_error == "stop":
-                    raise EdgenasError(f"{msg} (pass --skip-invalid to skip such lines)") from None
-                skipped.append(msg)
-                continue
-            archs.append(arch)
-            lat.append(value)
-            lines.append(no)
-            if limit and len(archs) >= limit:
-                break
+        rows = ((no, line) for no, line in enumerate(f, start=1) if line.strip())
+        archs, lat, lines, skipped = _collect(rows, p.name, lambda rec, where: _parse_jsonl(space, column, rec, where),
+                                              on_error, limit)
     if not archs:
         raise EdgenasError(f"latency dataset '{path}' has no usable rows" + (f" ({skipped[0]})" if skipped else ""))
     return LatencyData(archs, np.asarray(lat), lines, str(p), column, skipped)
+
+
+def _parse_jsonl(space: SearchSpace, column: str | None, line: str, where: str) -> tuple[Arch, float]:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        raise EdgenasError(f"{where}: not valid JSON") from None
+    if not isinstance(rec, Mapping):
+        raise EdgenasError(f"{where}: not a JSON object")
+    return _arch_from_record(space, rec, where), _latency(rec.get("latency_ms", rec.get("latency")), column, where)
+
+
+def _parse_csv_row(space: SearchSpace, col: str, row: Mapping[str, str], where: str) -> tuple[Arch, float]:
+    text = row["arch"]
+    rec = {"arch": json.loads(text) if text.strip().startswith("{") else text}
+    return _arch_from_record(space, rec, where), _latency(row[col], None, where)
+
+
+def _collect(rows: Iterable[tuple[int, Any]], name: str, parse: Callable[[Any, str], tuple[Arch, float]],
+             on_error: str, limit: int | None) -> tuple[list[Arch], list[float], list[int], list[str]]:
+    """Parse numbered rows into (archs, latencies, line numbers, skipped messages); an invalid row stops
+    the read with its line number or, with ``on_error='skip'``, is skipped and its message kept."""
+    archs, lat, lines, skipped = [], [], [], []
+    for no, row in rows:
+        where = f"{name} line {no}"
+        try:
+            arch, value = parse(row, where)
+        except (EdgenasError, ValueError) as exc:
+            msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+            if on_error == "stop":
+                raise EdgenasError(f"{msg} (pass --skip-invalid to skip such lines)") from None
+            skipped.append(msg)
+            continue
+        archs.append(arch)
+        lat.append(value)
+        lines.append(no)
+        if limit and len(archs) >= limit:
+            break
+    return archs, lat, lines, skipped
 
 
 def _read_csv(p: Path, space: SearchSpace, column: str | None, on_error: str, limit: int | None) -> LatencyData:
@@ -134,25 +151,9 @@ def _read_csv(p: Path, space: SearchSpace, column: str | None, on_error: str, li
         if col is None or col not in fields:
             others = [c for c in fields if c != "arch"]
             raise EdgenasError(f"{p.name}: pick a latency column with --column (has {others})")
-        archs, lat, lines, skipped = [], [], [], []
-        for no, row in enumerate(reader, start=2):
-            where = f"{p.name} line {no}"
-            try:
-                text = row["arch"]
-                rec = {"arch": json.loads(text) if text.strip().startswith("{") else text}
-                arch = _arch_from_record(space, rec, where)
-                value = _latency(row[col], None, where)
-            except (EdgenasError, ValueError) as exc:
-                msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
-                if on_error == "stop":
-                    raise EdgenasError(f"{msg} (pass --skip-invalid to skip such lines)") from None
-                skipped.append(msg)
-                continue
-            archs.append(arch)
-            lat.append(value)
-            lines.append(no)
-            if limit and len(archs) >= limit:
-                break
+        archs, lat, lines, skipped = _collect(enumerate(reader, start=2), p.name,
+                                              lambda row, where: _parse_csv_row(space, col, row, where),
+                                              on_error, limit)
     if not archs:
         raise EdgenasError(f"latency dataset '{p}' has no usable rows")
     return LatencyData(archs, np.asarray(lat), lines, str(p), col, skipped)
