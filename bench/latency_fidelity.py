@@ -133,7 +133,6 @@ def part_measure(args: argparse.Namespace) -> None:
     import torch
 
     from edgenas.hardware.measure import LatencyMeter, MeasureSettings
-    from edgenas.hardware.relative import RelativeMeter
 
     torch.set_num_threads(1)
     space = get_space("mbv3-tiny")
@@ -147,8 +146,10 @@ def part_measure(args: argparse.Namespace) -> None:
                 done.add(json.loads(line)["i"])
             except (ValueError, KeyError):
                 continue
-    settings = MeasureSettings("onnxruntime", threads=1)
-    meter = RelativeMeter(space, 10, 3, settings) if args.reference else LatencyMeter(space, 10, 3, settings)
+    # --reference: drift-corrected, one process per arch (the ratio is the figure); else the plain protocol
+    settings = MeasureSettings("onnxruntime", threads=1, drift_correction=args.reference,
+                               processes=1 if args.reference else 3)
+    meter = LatencyMeter(space, 10, 3, settings)
     t0 = time.time()
     for i, arch in enumerate(archs):
         if i in done:
@@ -156,8 +157,8 @@ def part_measure(args: argparse.Namespace) -> None:
         load = os.getloadavg()[0]
         res = meter.measure(arch)
         if args.reference:  # drift-corrected: timed against a fixed reference network in the same process
-            row = {"i": i, "arch": arch, "latency_ms": res["arch_ms"], "ref_ms": res["ref_ms"],
-                   "ratio": res["ratio"], "loadavg": load, "time": time.time()}
+            row = {"i": i, "arch": arch, "latency_ms": res["raw_median_ms"], "ratio": res["ratios"][0],
+                   "ref_ms": res["reference_raw_ms"][0], "loadavg": load, "time": time.time()}
             if not done:  # the reference network, once at the top of the file
                 row["reference"] = meter.reference
                 done.add(-1)
@@ -266,8 +267,10 @@ def part_timing(args: argparse.Namespace) -> None:
         ofa = LatencyTable.load(Path(data_dir) / "ofa_mbv3" / "lut").bind(full)
         cases.append(("lut mbv3 (OFA Note10 YAML)", full, ofa.predict))
     sample = [tiny.sample(rng) for _ in range(200)]
+    predictors = {}
     for model in args.models:
         pred = LatencyPredictor(tiny, model, 10, folds=0, offset="none").fit(sample, np.linspace(1, 2, 200))
+        predictors[f"predictor {model} mbv3-tiny"] = pred
         cases.append((f"predictor {model} mbv3-tiny", tiny, pred.predict))
     for name, space, predict in cases:
         archs = [space.sample(rng) for _ in range(10_000)]
@@ -278,8 +281,14 @@ def part_timing(args: argparse.Namespace) -> None:
         batch, batch_cpu = best_of(lambda predict=predict, archs=archs: predict(archs))
         out["models"][name] = {"one_arch_ms": one * 1e3, "batch_10000_s": batch,
                                "one_arch_cpu_ms": one_cpu * 1e3, "batch_10000_cpu_s": batch_cpu}
-        print(f"{name:32s} one arch {one * 1e3:6.3f} ms (cpu {one_cpu * 1e3:6.3f})   10,000 archs "
-              f"{batch:6.3f} s (cpu {batch_cpu:6.3f})", flush=True)
+        line = (f"{name:32s} one arch {one * 1e3:6.3f} ms (cpu {one_cpu * 1e3:6.3f})   10,000 archs "
+                f"{batch:6.3f} s (cpu {batch_cpu:6.3f})")
+        if name in predictors:  # the vectorised path: choice-index matrices, as the searches keep them
+            codes = predictors[name].features_.layers.batch_codes(archs)
+            vec, _ = best_of(lambda p=predictors[name], c=codes: p.predict_codes(c))
+            out["models"][name]["batch_10000_from_codes_s"] = vec
+            line += f"   from choice indices {vec:6.3f} s"
+        print(line, flush=True)
     out["loadavg_at_end"] = os.getloadavg()
     update("timing", out)
 

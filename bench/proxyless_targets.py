@@ -8,8 +8,8 @@
    (target: <= 20 min).
 2. **Steering**: measure each derived architecture on this CPU (``LatencyMeter``: fresh process,
    onnxruntime, 1 thread, median), and drift-corrected against a fixed reference network in the same
-   process (``RelativeMeter``; ratio x the reference's table latency). Target: ordered like the targets
-   and each within +-15 % of its target. The papers' plain argmax architecture is measured too.
+   process (``LatencyMeter``'s drift correction; ratio x the reference's table latency). Target: ordered
+   like the targets and each within +-15 % of its target. The papers' plain argmax architecture is measured too.
 3. **Quality**: each derived architecture and 5 random architectures of the space (same resolution and
    width) whose measured latency is within +-10 % of it, all trained from scratch with one recipe
    (``TrainEstimator``); target: derived >= mean of its 5 random peers.
@@ -59,8 +59,7 @@ def main() -> None:
     from edgenas.data import load_dataset
     from edgenas.estimators.train import TrainEstimator
     from edgenas.hardware.lut import LatencyTable
-    from edgenas.hardware.measure import LatencyMeter
-    from edgenas.hardware.relative import RelativeMeter
+    from edgenas.hardware.measure import LatencyMeter, MeasureSettings
     from edgenas.io import atomic_write_json, machine_info
     from edgenas.spaces import get_space
     from edgenas.supernets.gradient_search import GradientSearchConfig, run_search
@@ -93,7 +92,7 @@ def main() -> None:
 
         base = LatencyTable.load(LUT)
         cal_archs = [a for a, _ in base.meta["calibration_networks"]]
-        fresh = LatencyMeter(space, 10, 3)
+        fresh = LatencyMeter(space, 10, 3, MeasureSettings(drift_correction=False))
         measured = [fresh.measure(a)["median_ms"] for a in cal_archs]
         old = base.calibration
         base.calibration = fit_calibration(base, space, cal_archs, measured, 10, 3)
@@ -126,14 +125,15 @@ def main() -> None:
         save()
     # ----------------------------------------------------------------- 2. steering
     table = LatencyTable.load(lut_now).bind(space, 10, 3)
-    meter = LatencyMeter(space, 10, 3, cache_dir=Path(args.work) / "cache")
-    rel = RelativeMeter(space, 10, 3)
+    meter = LatencyMeter(space, 10, 3, MeasureSettings(drift_correction=False), cache_dir=Path(args.work) / "cache")
+    rel = LatencyMeter(space, 10, 3, MeasureSettings(processes=1))
+    assert rel.reference is not None
     ref_table_ms = float(table.predict([rel.reference])[0])
 
     def measure(arch: dict) -> dict:
         raw = meter(arch)
-        r = rel.measure(arch)
-        return {"measured_ms": raw, "ratio": r["ratio"], "drift_corrected_ms": r["ratio"] * ref_table_ms,
+        ratio = rel.measure(arch)["ratios"][0]
+        return {"measured_ms": raw, "ratio": ratio, "drift_corrected_ms": ratio * ref_table_ms,
                 "table_ms": float(table.predict([arch])[0]), "loadavg": os.getloadavg()[0]}
 
     if "steer" in stages:

@@ -43,8 +43,9 @@ def test_latency_is_measured_in_a_fresh_process_and_cached(micro, rng, tmp_path)
     arch = micro.sample(rng)
     first = meter(arch)
     assert 0 < first < 100
-    lines = (tmp_path / "latency.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["median_ms"] == first
+    rows = [json.loads(line) for line in (tmp_path / "latency.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["key"].startswith("reference-scale-")  # the drift-correction scale
+    assert rows[1]["median_ms"] == first
     again = LatencyMeter(micro, 10, 3, MeasureSettings(runs=20, warmup=5, min_seconds=0.05), tmp_path)
     assert again.cached(arch) == first  # a new meter (a resumed search) reuses the cache
     other_threads = LatencyMeter(micro, 10, 3, MeasureSettings(threads=2, runs=20), tmp_path)

@@ -231,16 +231,22 @@ def test_lut_target_is_instant_and_vectorised(micro, rng, tmp_path):
 
 
 @pytest.mark.slow
-def test_drift_corrected_measurement_returns_a_ratio(micro, rng):
-    from edgenas.hardware.relative import RelativeMeter
-
-    meter = RelativeMeter(micro, 10, rounds=3, runs=5, warmup=2)
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_drift_corrected_measurement_scales_a_ratio_to_the_reference(micro, rng, tmp_path, backend):
+    settings = MeasureSettings(backend, runs=12, warmup=2, min_seconds=0.02, processes=1, rounds=3)
+    meter = LatencyMeter(micro, 10, 3, settings, tmp_path)
+    scale = meter.reference_ms()
     same = meter.measure(meter.reference)
-    assert same["ratio"] == pytest.approx(1.0, abs=0.15)  # the reference against itself
-    res = meter.measure(micro.sample(rng))
-    assert res["ratio"] > 0 and res["arch_ms"] > 0 and res["ref_ms"] > 0
-    with pytest.raises(EdgenasError, match="onnxruntime backend only"):
-        RelativeMeter(micro, 10, settings=MeasureSettings("torch"))
+    assert same["ratios"][0] == pytest.approx(1.0, abs=0.2)  # the reference against itself
+    assert same["median_ms"] == pytest.approx(scale * same["ratios"][0])
+    big = meter.measure(micro.extreme(smallest=False))
+    small = meter.measure(micro.extreme(smallest=True))
+    assert big["ratios"][0] > small["ratios"][0] and big["raw_median_ms"] > 0
+    assert LatencyMeter(micro, 10, 3, settings, tmp_path).reference_ms() == scale  # the scale is cached
+    plain = LatencyMeter(micro, 10, 3, MeasureSettings(backend, drift_correction=False), tmp_path)
+    assert plain.reference is None
+    with pytest.raises(EdgenasError, match="does not use drift correction"):
+        plain.reference_ms()
 
 
 def test_table_for_another_backend_is_refused(micro, tmp_path):

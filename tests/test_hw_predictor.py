@@ -66,6 +66,7 @@ def test_boosted_trees_numpy_prediction_equals_sklearn(rng):
     ref = GradientBoostingRegressor(loss="huber", alpha=0.9, n_estimators=40, max_depth=3, learning_rate=0.05,
                                     subsample=0.8, max_features=0.5, random_state=1).fit(X, y)
     assert np.allclose(ours.predict(X), ref.predict(X), atol=1e-12)
+    assert np.allclose(ours.predict(X[:5]), ref.predict(X[:5]), atol=1e-12)  # the few-rows path
 
 
 @pytest.mark.parametrize("model", ["gbt", "mlp"])

@@ -79,7 +79,8 @@ class Features:
         return np.concatenate(cols, axis=1)
 
     def _onehot(self, codes: dict[str, np.ndarray]) -> np.ndarray:
-        """The space's one-hot encoding from choice indices (inactive blocks all zero)."""
+        """The space's one-hot encoding from choice indices (inactive blocks all zero): one scatter of
+        every row's hot columns, inactive blocks sent to a spare column that is then dropped."""
         sp, L = self.space, self.layers
         assert L is not None
         n, S, M = len(codes["r"]), L.num_stages, L.max_depth
@@ -91,11 +92,13 @@ class Features:
                          + [sp._offsets[f"s{s}.depth"] for s in range(1, S + 1)]),
             )
         ko, eo, fo = self._block_offsets
-        out = np.zeros((n, sp.encoding_size))
-        fixed = fo[None, :] + np.column_stack([codes["r"], codes["w"], codes["d"]])
-        np.put_along_axis(out, fixed, 1.0, axis=1)
+        spare = sp.encoding_size
         active = (np.arange(M)[None, None, :] < codes["depth"][:, :, None]).reshape(n, S * M)
-        rows = np.broadcast_to(np.arange(n)[:, None], (n, S * M))[active]
-        out[rows, (ko[None, :] + codes["k"].reshape(n, S * M))[active]] = 1.0
-        out[rows, (eo[None, :] + codes["e"].reshape(n, S * M))[active]] = 1.0
-        return out
+        hot = np.concatenate([
+            fo[None, :] + np.column_stack([codes["r"], codes["w"], codes["d"]]),
+            np.where(active, ko[None, :] + codes["k"].reshape(n, S * M), spare),
+            np.where(active, eo[None, :] + codes["e"].reshape(n, S * M), spare),
+        ], axis=1)
+        out = np.zeros((n, spare + 1))
+        np.put_along_axis(out, hot, 1.0, axis=1)
+        return out[:, :spare]

@@ -5,8 +5,17 @@ thread pools), so each measurement runs in a new Python process with a fixed thr
 allocator told to keep freed memory (``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): warm-up
 runs, then many timed runs, and the median is reported. Measurements of two candidates never overlap.
 
+**Drift correction** (on by default): the speed of a shared (virtualised) CPU changes in phases of
+minutes: on this 2-core machine whole runs of consecutive measurements come out 10-20 % slower than the
+runs before them, which no fresh process can undo and no latency model can predict from the architecture.
+So each worker times the network and a fixed *reference* network of the same space in alternating
+blocks; both see the same machine state and their ratio does not drift. The reported latency is that ratio
+times the reference's latency, measured once per meter (and cached with the results): a latency on a
+fixed scale, comparable across a whole search. The raw medians are kept alongside.
+
 Results are cached in a JSON-lines file keyed by (space, architecture, backend, threads, batch, CPU model,
-library versions), so a resumed or repeated search never measures the same network twice.
+library versions, settings, reference), so a resumed or repeated search never measures the same network
+twice and keeps the scale it started with.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ class MeasureSettings:
     A measurement is the median over ``processes`` fresh worker processes of each one's median run time: on
     a shared (virtualised) CPU one process in five or so lands in a slow phase and its median is off by
     10-30%, which a single process cannot tell apart from a real difference (``bench/latency_noise.py``).
+    With ``drift_correction`` each process times the network against the reference network in ``rounds``
+    alternating blocks and the median of the processes' ratios is scaled by the reference's latency.
     """
 
     backend: str = "onnxruntime"
@@ -48,12 +59,14 @@ class MeasureSettings:
     runs: int = 100
     min_seconds: float = 0.3
     processes: int = 3
+    drift_correction: bool = True
+    rounds: int = 10
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise EdgenasError(f"unknown latency backend '{self.backend}'; valid: {', '.join(BACKENDS)}")
-        if self.threads < 1 or self.batch < 1 or self.runs < 1 or self.processes < 1:
-            raise EdgenasError("threads, batch, runs and processes must be at least 1")
+        if min(self.threads, self.batch, self.runs, self.processes, self.rounds) < 1:
+            raise EdgenasError("threads, batch, runs, processes and rounds must be at least 1")
 
 
 def backend_versions(backend: str) -> str:
@@ -91,8 +104,19 @@ def export_onnx(model: Any, path: str | os.PathLike[str], resolution: int, in_ch
         )
 
 
+def default_reference(space: SearchSpace, seed: int = 12345) -> dict[str, Any]:
+    """The reference network of drift-corrected timing: a fixed, seeded architecture of the space."""
+    import numpy as np
+
+    return space.validate(space.sample(np.random.default_rng(seed)))
+
+
 class LatencyMeter:
-    """Measures (and caches) the latency of architectures of one space on this CPU."""
+    """Measures (and caches) the latency of architectures of one space on this CPU.
+
+    ``reference`` is the architecture that drift-corrected timing compares against (default: a fixed
+    seeded architecture of the space, :func:`default_reference`).
+    """
 
     def __init__(
         self,
@@ -101,11 +125,14 @@ class LatencyMeter:
         in_channels: int = 3,
         settings: MeasureSettings | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        reference: Mapping[str, Any] | None = None,
     ) -> None:
         self.space, self.num_classes, self.in_channels = space, num_classes, in_channels
         self.settings = settings or MeasureSettings()
         self.cache_path = Path(cache_dir) / "latency.jsonl" if cache_dir else None
         self._cache: dict[str, float] = {}
+        self.reference = (space.validate(reference) if reference is not None else default_reference(space)) \
+            if self.settings.drift_correction else None
         self._provenance = {
             "space": json.dumps(space.to_dict(), sort_keys=True),
             "cpu": cpu_model(),
@@ -114,6 +141,8 @@ class LatencyMeter:
             "classes": num_classes,
             "in_channels": in_channels,
         }
+        if self.reference is not None:
+            self._provenance["reference"] = space.key(self.reference)
         self._load_cache()
 
     def _key(self, arch: Mapping[str, Any]) -> str:
@@ -137,33 +166,73 @@ class LatencyMeter:
         """Median latency in ms of ``arch`` (measured once, then cached)."""
         key = self._key(arch)
         if key not in self._cache:
-            result = self.measure(arch)
-            self._cache[key] = result["median_ms"]
-            if self.cache_path:
-                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.cache_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": key, "median_ms": result["median_ms"]}) + "\n")
+            self._store(key, self.measure(arch)["median_ms"])
+        return self._cache[key]
+
+    def _store(self, key: str, median_ms: float) -> None:
+        self._cache[key] = median_ms
+        if self.cache_path:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.cache_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "median_ms": median_ms}) + "\n")
+
+    def reference_ms(self) -> float:
+        """The reference network's latency (plain protocol), measured once per meter and cached: the
+        scale of drift-corrected latencies."""
+        if self.reference is None:
+            raise EdgenasError("this meter does not use drift correction (no reference network)")
+        key = "reference-scale-" + self._key(self.reference)
+        if key not in self._cache:
+            self._store(key, statistics.median(r["median_ms"] for r in self._run_processes(self.reference, False)))
         return self._cache[key]
 
     def measure(self, arch: Mapping[str, Any]) -> dict[str, Any]:
-        """Measure ``arch`` now, uncached, in ``processes`` fresh processes; the median of their medians."""
-        s = self.settings
+        """Measure ``arch`` now, uncached, in ``processes`` fresh processes.
+
+        Returns ``median_ms`` (drift-corrected: the median ratio to the reference times
+        :meth:`reference_ms`; without drift correction the median of the processes' medians),
+        ``raw_median_ms`` and ``process_medians_ms`` (the plain medians), ``times_ms`` and, drift-corrected,
+        each process's ``ratios`` and ``reference_raw_ms`` and the scale ``reference_ms``.
+        """
         arch = self.space.validate(arch)
-        res = self.space.resolution(arch)
+        corrected = self.reference is not None
+        scale = self.reference_ms() if corrected else None
+        per_process = self._run_processes(arch, corrected)
+        medians = [r["median_ms"] for r in per_process]
+        out: dict[str, Any] = {"raw_median_ms": statistics.median(medians), "process_medians_ms": medians,
+                               "times_ms": [t for r in per_process for t in r["times_ms"]]}
+        if scale is None:
+            out["median_ms"] = out["raw_median_ms"]
+        else:
+            out["ratios"] = [r["ratio"] for r in per_process]
+            out["reference_raw_ms"] = [r["reference_median_ms"] for r in per_process]
+            out["reference_ms"] = scale
+            out["median_ms"] = scale * statistics.median(out["ratios"])
+        return out
+
+    def _run_processes(self, arch: dict[str, Any], with_reference: bool) -> list[dict[str, Any]]:
+        s = self.settings
         job: dict[str, Any] = {
-            "backend": s.backend, "threads": s.threads, "batch": s.batch, "warmup": s.warmup,
-            "runs": s.runs, "min_seconds": s.min_seconds, "resolution": res, "in_channels": self.in_channels,
-            "num_classes": self.num_classes, "space": self.space.ref or self.space.name, "arch": arch,
+            "backend": s.backend, "threads": s.threads, "batch": s.batch, "warmup": s.warmup, "runs": s.runs,
+            "min_seconds": s.min_seconds, "rounds": s.rounds, "in_channels": self.in_channels,
+            "num_classes": self.num_classes, "space": self.space.ref or self.space.name,
         }
         with tempfile.TemporaryDirectory(prefix="edgenas-lat-") as tmp:
-            if s.backend == "onnxruntime":
-                model = self.space.build(arch, self.num_classes, self.in_channels)
-                job["onnx_path"] = os.path.join(tmp, "model.onnx")
-                export_onnx(model, job["onnx_path"], res, self.in_channels, s.batch)
-            per_process = [self._run_worker(job, s.threads) for _ in range(s.processes)]
-        medians = [r["median_ms"] for r in per_process]
-        return {"median_ms": statistics.median(medians), "process_medians_ms": medians,
-                "times_ms": [t for r in per_process for t in r["times_ms"]]}
+            job.update(self._model_job(arch, os.path.join(tmp, "model.onnx")))
+            if with_reference:
+                assert self.reference is not None
+                job["reference"] = self._model_job(self.reference, os.path.join(tmp, "reference.onnx"))
+            return [self._run_worker(job, s.threads) for _ in range(s.processes)]
+
+    def _model_job(self, arch: dict[str, Any], onnx_path: str) -> dict[str, Any]:
+        """What the worker needs to run ``arch``: its resolution and its ONNX file or its definition."""
+        res = self.space.resolution(arch)
+        model: dict[str, Any] = {"arch": arch, "resolution": res}
+        if self.settings.backend == "onnxruntime":
+            net = self.space.build(arch, self.num_classes, self.in_channels)
+            export_onnx(net, onnx_path, res, self.in_channels, self.settings.batch)
+            model["onnx_path"] = onnx_path
+        return model
 
     @staticmethod
     def _run_worker(job: dict[str, Any], threads: int) -> dict[str, Any]:

@@ -200,7 +200,17 @@ class LatencyPredictor:
         """Predicted latency (ms) of each architecture."""
         if not hasattr(self, "base_"):
             raise EdgenasError("this latency predictor is not fitted yet")
-        X = self.features_.transform(archs)
+        return self._predict_features(self.features_.transform(archs))
+
+    def predict_codes(self, codes: dict[str, np.ndarray]) -> np.ndarray:
+        """Predicted latency (ms) from choice indices (:meth:`edgenas.hardware.layers.MBV3Layers.batch_codes`)
+        instead of arch dicts: the vectorised path of searches that keep their population as index matrices
+        (no per-architecture Python)."""
+        if not hasattr(self, "base_"):
+            raise EdgenasError("this latency predictor is not fitted yet")
+        return self._predict_features(self.features_.transform_codes(codes))
+
+    def _predict_features(self, X: np.ndarray) -> np.ndarray:
         with blas_threads(self.threads):
             return np.exp(self._predict_core(self.base_, self.resid_, X, self.blend_) + self.offset_)
 

@@ -83,7 +83,9 @@ class RobustLinear:
         return coef, ym - float(zm @ coef)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        # ((X - mean) / scale) @ coef + intercept, with the standardisation folded into the weights
+        w = self.coef_ / self.scale_
+        return np.asarray(X, dtype=np.float64) @ w + (self.intercept_ - float(self.mean_ @ w))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": np.array(self.intercept_)}
@@ -158,22 +160,27 @@ class BoostedTrees:
         self._pad(tree, right, 2 * pos + 2, depth + 1, feature, threshold, leaf, D)
 
     def _trees_sum(self, X: np.ndarray) -> np.ndarray:
-        """Sum of all trees' leaves: every split decision at once, then the path level by level."""
-        X = np.asarray(X, dtype=np.float64)
-        n, T = len(X), self.feature_.shape[0]
-        flat_f, flat_t = self.feature_.ravel(), self.threshold_.ravel()
-        out = np.zeros(n)
-        step = max(1, 4_000_000 // max(1, flat_f.size))
-        t_idx = np.arange(T)[None, :]
-        for s in range(0, n, step):
-            Xc = X[s : s + step]
-            decide = (Xc[:, flat_f] > flat_t).reshape(len(Xc), T, -1)  # (rows, trees, inner nodes)
-            pos = np.zeros((len(Xc), T), dtype=np.int64)  # position within the current level
-            for level in range(self.max_depth):
-                first = 2**level - 1
-                go = np.take_along_axis(decide[:, :, first : first + 2**level], pos[:, :, None], axis=2)[:, :, 0]
-                pos = 2 * pos + go
-            out[s : s + step] = self.leaf_[t_idx, pos].sum(axis=1)
+        """Sum of all trees' leaves. The trees are complete, so a row's position at the next level is
+        ``2 pos + 1 + (x[feature] > threshold)`` (heap order). Features are rounded to float32 first, as
+        scikit-learn's trees see them. Many rows: tree by tree, all rows at once; a few rows: all trees
+        at once (no per-tree Python)."""
+        X = np.asarray(X, dtype=np.float32).astype(np.float64)
+        offset = self.feature_.shape[1]  # inner nodes per tree: the leaves follow them in heap order
+        if len(X) < 64:
+            trees = np.arange(self.feature_.shape[0])
+            pos = np.zeros((len(X), len(trees)), dtype=np.intp)
+            for _ in range(self.max_depth):
+                f, t = self.feature_[trees, pos], self.threshold_[trees, pos]
+                pos = 2 * pos + 1 + (np.take_along_axis(X, f, axis=1) > t)
+            return self.leaf_[trees, pos - offset].sum(axis=1)
+        XT = np.ascontiguousarray(X.T)  # (features, rows): a root's feature is one contiguous row
+        rows = np.arange(XT.shape[1])
+        out = np.zeros(XT.shape[1])
+        for feature, threshold, leaf in zip(self.feature_, self.threshold_, self.leaf_, strict=True):
+            pos = (XT[feature[0]] > threshold[0]).astype(np.intp) + 1
+            for _ in range(1, self.max_depth):
+                pos = 2 * pos + 1 + (XT[feature[pos], rows] > threshold[pos])
+            out += leaf[pos - offset]
         return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:

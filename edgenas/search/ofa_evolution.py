@@ -282,11 +282,9 @@ def batched_latency(evaluator: Any, codec: GeneCodec, num_classes: int, in_chann
         return LutGenes(evaluator.model, codec), "lut"
     if isinstance(evaluator, PredictedLatency):
         pred = evaluator.predictor
-        feats = pred.features_
 
         def predicted(genes: np.ndarray) -> np.ndarray:
-            X = feats.transform_codes(codec.lut_codes(genes))
-            return np.exp(pred._predict_core(pred.base_, pred.resid_, X, pred.blend_) + pred.offset_)
+            return pred.predict_codes(codec.lut_codes(genes))
 
         return predicted, "predictor"
     if isinstance(evaluator, MeasuredLatency):
