@@ -154,3 +154,23 @@ def run_forward(fn: Callable[[], float], proxy: str) -> float:
     except (RuntimeError, ValueError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgenasError(f"proxy '{proxy}' could not run this network on this batch: {first}") from None
+
+
+def weight_gradient_sum(model: ModelLike, batch: Batch, seed: int, proxy: str,
+                        per_layer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+    """``sum over conv/linear layers of per_layer(weight, dL/dweight)`` after one cross-entropy backward on
+    ``batch`` in training mode: the skeleton of the pruning-at-init saliencies (grad_norm, SNIP), in float64."""
+    x, y = batch
+    with seeded(seed):
+        net = train_mode(fresh_model(model))
+
+        def compute() -> float:
+            classification_loss(net, x, y).backward()
+            total = torch.zeros((), dtype=torch.float64)
+            for layer in weight_layers(net):
+                if layer.weight.grad is not None:
+                    total += per_layer(layer.weight.detach(), layer.weight.grad).double()
+            return float(total)
+
+        return run_forward(compute, proxy)
+

@@ -7,32 +7,9 @@ cross-entropy on one batch.
 
 from __future__ import annotations
 
-import torch
-
-from edgenas.estimators.proxies.base import (
-    Batch,
-    ModelLike,
-    classification_loss,
-    fresh_model,
-    run_forward,
-    seeded,
-    train_mode,
-    weight_layers,
-)
+from edgenas.estimators.proxies.base import Batch, ModelLike, weight_gradient_sum
 
 
 def grad_norm(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """``sum_l ||dL/dW_l||_2`` (higher is better)."""
-    x, y = batch
-    with seeded(seed):
-        net = train_mode(fresh_model(model))
-
-        def compute() -> float:
-            classification_loss(net, x, y).backward()
-            total = torch.zeros((), dtype=torch.float64)
-            for layer in weight_layers(net):
-                if layer.weight.grad is not None:
-                    total += layer.weight.grad.double().norm()
-            return float(total)
-
-        return run_forward(compute, "grad_norm")
+    return weight_gradient_sum(model, batch, seed, "grad_norm", lambda w, g: g.double().norm())

@@ -10,30 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from edgenas.estimators.proxies.base import (
-    Batch,
-    ModelLike,
-    classification_loss,
-    fresh_model,
-    run_forward,
-    seeded,
-    train_mode,
-    weight_layers,
-)
+from edgenas.estimators.proxies.base import Batch, ModelLike, weight_gradient_sum
 
 
 def snip(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """``sum |w * dL/dw|`` (higher is better)."""
-    x, y = batch
-    with seeded(seed):
-        net = train_mode(fresh_model(model))
-
-        def compute() -> float:
-            classification_loss(net, x, y).backward()
-            total = torch.zeros((), dtype=torch.float64)
-            for layer in weight_layers(net):
-                if layer.weight.grad is not None:
-                    total += (layer.weight.grad * layer.weight.detach()).abs().sum(dtype=torch.float64)
-            return float(total)
-
-        return run_forward(compute, "snip")
+    return weight_gradient_sum(model, batch, seed, "snip", lambda w, g: (g * w).abs().sum(dtype=torch.float64))
