@@ -198,6 +198,12 @@ def _resolve(
     raise unknown_name(kind, spec, valid)
 
 
+def accuracy_label(spec: str) -> str:
+    """What the ``accuracy`` objective holds for the estimator ``spec``: a validation accuracy in %, or,
+    for a zero-shot proxy, a unitless score (higher is better) that only ranks architectures."""
+    return f"{spec} score" if spec.split(":", 1)[0] == "proxy" else "accuracy (%)"
+
+
 def make_estimator(spec: str, ctx: EvalContext) -> Evaluator:
     """The accuracy estimator named by ``spec`` (``train``, ``proxy:zen``, ``tabular:nb201``, ...)."""
     return _resolve("estimator", spec, ESTIMATORS, ESTIMATOR_PREFIXES, ctx)

@@ -27,6 +27,12 @@ from edgenas.store import TrialRecord, TrialStore, best_record, pareto_records  
 LABELS = {"accuracy": "accuracy (%)", "latency": "latency (ms)", "params": "parameters", "flops": "MACs"}
 
 
+def _label(metric: str, config: ExperimentConfig) -> str:
+    from edgenas.evaluators import accuracy_label
+
+    return accuracy_label(config.estimator) if metric == "accuracy" else LABELS.get(metric, metric)
+
+
 def _axes(config: ExperimentConfig) -> tuple[str, str]:
     """(x metric, y metric) for the Pareto plot: a cost on x, accuracy on y where possible."""
     objs = list(config.objectives)
@@ -68,8 +74,8 @@ def plot_pareto(records: list[TrialRecord], config: ExperimentConfig, path: Path
     if best and x in best.metrics:
         ax.scatter([best.metrics[x]], [best.metrics[y]], marker="*", s=180, c="#f5a623", zorder=5,
                    label=f"best (trial {best.number})")
-    ax.set_xlabel(LABELS.get(x, x))
-    ax.set_ylabel(LABELS.get(y, y))
+    ax.set_xlabel(_label(x, config))
+    ax.set_ylabel(_label(y, config))
     ax.set_title(f"{config.space} on {config.data}: {config.strategy}, target {config.target}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -89,7 +95,7 @@ def plot_progress(records: list[TrialRecord], config: ExperimentConfig, path: Pa
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.step(xs, ys, where="post", c="#1f6feb")
     ax.set_xlabel("trials (including infeasible)")
-    ax.set_ylabel(f"best {LABELS.get(metric, metric)}")
+    ax.set_ylabel(f"best {_label(metric, config)}")
     ax.set_title("search progress")
     ax.grid(alpha=0.3)
     _save(fig, path)

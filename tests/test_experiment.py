@@ -148,6 +148,18 @@ def test_cli_end_to_end_with_measured_latency(tmp_path):
     assert "max abs diff" in e.stdout and (tmp_path / "m.onnx").exists()
 
 
+def test_cli_names_a_proxy_score_as_such(tmp_path):
+    from edgenas.evaluators import accuracy_label
+
+    assert accuracy_label("train") == "accuracy (%)" and accuracy_label("proxy:zen") == "proxy:zen score"
+    out = tmp_path / "zero_shot"
+    r = _cli("search", "--space", MICRO, "--data", "synthetic", "--target", "raspi4", "--estimator", "proxy:params",
+             "--strategy", "random", "--budget", "3", "--objectives", "accuracy,flops", "--seed", "0",
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "best: trial" in r.stderr and "proxy:params score" in r.stderr and "accuracy" not in r.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--space", "mbv3-tny"], "did you mean 'mbv3-tiny'"),
     (["--strategy", "evolve"], "unknown strategy 'evolve'"),

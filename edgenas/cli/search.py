@@ -69,7 +69,10 @@ def search(
     result = _run_with_progress(config, resume, console, quiet)
     console.print(f"[bold]{len(result.records)}[/] trials stored in [cyan]{out}[/] ({result.stopped_because}).")
     if result.best:
-        m = ", ".join(f"{k} {v:.4g}" for k, v in result.best.metrics.items())
+        from edgenas.evaluators import accuracy_label
+
+        named = accuracy_label(config.estimator).removesuffix(" (%)")
+        m = ", ".join(f"{named if k == 'accuracy' else k} {v:.4g}" for k, v in result.best.metrics.items())
         console.print(f"best: trial {result.best.number}: {m}")
     console.print(f"Pareto front: {len(result.front)} trials -> {out / 'pareto.json'}; "
                   f"next: edgenas report {out} ; edgenas export {out} --trial best --out model.onnx")
@@ -86,6 +89,9 @@ def _run_with_progress(config: Any, resume: bool, console: Any, quiet: bool) -> 
         return experiment.run()
     columns = [TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.description}")]
+    from edgenas.evaluators import accuracy_label
+
+    what = accuracy_label(config.estimator).removesuffix(" (%)")
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=config.budget)
         best = {"acc": float("-inf"), "infeasible": 0}
@@ -95,7 +101,7 @@ def _run_with_progress(config: Any, resume: bool, console: Any, quiet: bool) -> 
                 best["acc"] = max(best["acc"], record.metrics.get("accuracy", float("-inf")))
             else:
                 best["infeasible"] += 1
-            desc = f"best accuracy {best['acc']:.2f}" if best["acc"] > float("-inf") else ""
+            desc = f"best {what} {best['acc']:.4g}" if best["acc"] > float("-inf") else ""
             bar.update(task, completed=done, description=f"{desc}  infeasible {best['infeasible']}")
 
         return experiment.run(progress=report)
