@@ -52,6 +52,11 @@ def main() -> None:
     ap.add_argument("--main-minutes", type=float, default=None,
                     help="stop the main study after this long and report the architectures scored so far")
     ap.add_argument("--variance-minutes", type=float, default=None, help="the same, per variance seed")
+    ap.add_argument("--shard", default=None, help="K/N: score only archs with index K mod N (run N processes, "
+                    "then once without --shard for the figures)")
+    ap.add_argument("--timing-archs", type=int, default=10,
+                    help="after the study, time all proxies on this many archs again, alone (0: skip); the "
+                         "study's own times include whatever else ran on the machine")
     ap.add_argument("--time-every", type=int, default=20, help="score every k-th arch proxy by proxy too")
     ap.add_argument("--work", default=str(ROOT / "runs" / "proxies_nb201"), help="checkpoints")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxies_nb201.json"))
@@ -75,19 +80,25 @@ def main() -> None:
 
     main_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
                                   proxies=names, ensemble=DEFAULT_MEMBERS, time_every=args.time_every)
+    shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
     main_result = run_study(main_settings, Path(args.work, f"seed{seeds[0]}"), args.bench_data,
-                            progress(f"seed {seeds[0]}"), time_limit=_seconds(args.main_minutes))
+                            progress(f"seed {seeds[0]}"), time_limit=_seconds(args.main_minutes), shard=shard)
     variance: dict[int, StudyResult] = {}
     n_var = min(args.variance_archs, args.archs)
     for s in seeds[1:]:
         settings = StudySettings(space="nb201", data=data, archs=n_var, batch=args.batch, seed=s,
                                  arch_seed=seeds[0], proxies=names, ensemble=DEFAULT_MEMBERS, time_every=0)
         variance[s] = run_study(settings, Path(args.work, f"seed{s}_first{n_var}"), args.bench_data,
-                                progress(f"seed {s}"), time_limit=_seconds(args.variance_minutes))
+                                progress(f"seed {s}"), time_limit=_seconds(args.variance_minutes), shard=shard)
+    if shard is not None:
+        print(f"shard {args.shard} done; run again without --shard for the figures")
+        return
     # a time limit may leave fewer architectures than asked: compare the seeds on the ones all of them scored
     n_var = min([n_var, len(main_result.records), *(len(r.records) for r in variance.values())])
 
     report = summarise(main_result, variance, n_var)
+    if args.timing_archs > 0:
+        report["timing_alone"] = time_alone(main_settings, args.bench_data, args.timing_archs)
     report.update(
         command=" ".join([Path(sys.executable).name, *sys.argv]),
         machine=machine_info(),
@@ -100,6 +111,31 @@ def main() -> None:
     scatter_grid(main_result, Path(args.out).with_name("proxies_nb201_scatter.png"))
     print_table(report)
     print(f"wrote {args.out}")
+
+
+def time_alone(settings: StudySettings, bench_data: str, n: int) -> dict:
+    """Seconds per arch of all proxies (the study's shared pass plus the rest) and of each proxy alone, on
+    the first ``n`` archs of the study's sample, measured now in this process, one thread."""
+    from edgenas.estimators.proxies.shared import SHARED
+    from edgenas.estimators.proxies.study import sample_archs, score_arch
+    from edgenas.evaluators import EvalContext
+    from edgenas.spaces import get_space
+
+    space = get_space(settings.space)
+    data = EvalContext(space=space, data_spec=settings.data, seed=settings.seed, bench_data=bench_data).data
+    per: dict[str, list[float]] = {}
+    for arch in sample_archs(space, n, settings.seed):
+        _, seconds = score_arch(space, arch, data, settings.proxies, settings.batch, settings.seed,
+                                share=True, standalone_times=True)
+        seconds["all_as_run"] = seconds["shared"] + sum(
+            v for k, v in seconds.items() if k in settings.proxies and k not in SHARED)
+        for k, v in seconds.items():
+            per.setdefault(k, []).append(v)
+    out = {k: float(np.mean(v)) for k, v in per.items()}
+    out.update(archs=n, loadavg=os.getloadavg()[0], target_seconds=5.0)
+    print(f"alone, {n} archs: all proxies {out['all_as_run']:.2f} s/arch (shared pass {out['shared']:.2f} s); "
+          + ", ".join(f"{k} {out[k]:.2f}" for k in settings.proxies), flush=True)
+    return out
 
 
 def _seconds(minutes: float | None) -> float | None:

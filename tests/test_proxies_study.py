@@ -136,6 +136,27 @@ def test_time_limit_reports_what_was_scored_and_resumes(tmp_path: Path) -> None:
     assert [r.scores for r in resumed.records] == [r.scores for r in full.records]
 
 
+def test_shards_split_the_study_and_a_final_run_gathers_them(tmp_path: Path) -> None:
+    settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=5, batch=8, proxies=("params",),
+                             ensemble=(), accuracy="train", time_every=0)
+    trained: list[int] = []
+
+    def fake_train(arch: dict) -> float:
+        trained.append(1)
+        return float(sum(arch[f"s{i}.depth"] for i in range(1, 6)))
+
+    first = run_study(settings, tmp_path, train_fn=fake_train, shard=(0, 2))
+    assert [r.index for r in first.records] == [0, 2, 4]
+    second = run_study(settings, tmp_path, train_fn=fake_train, shard=(1, 2))
+    assert [r.index for r in second.records] == [0, 1, 2, 3, 4] and len(trained) == 5
+    gathered = run_study(settings, tmp_path, train_fn=fake_train)
+    assert len(trained) == 5 and "_partial" not in gathered.figures
+    whole = run_study(settings, tmp_path / "whole", train_fn=fake_train)
+    assert [r.scores for r in gathered.records] == [r.scores for r in whole.records]
+    with pytest.raises(EdgenasError, match="shard 2/2"):
+        run_study(settings, tmp_path, train_fn=fake_train, shard=(2, 2))
+
+
 # ---------------------------------------------------------------------------------------------- command
 def test_correlate_command_on_mbv3_tiny(tmp_path: Path) -> None:
     out = tmp_path / "study"

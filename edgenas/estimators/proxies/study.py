@@ -242,13 +242,17 @@ def run_study(
     progress: Progress | None = None,
     train_fn: Callable[[Arch], float] | None = None,
     time_limit: float | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> StudyResult:
     """Run (or resume) a correlation study and write its JSON and plots under ``out_dir``.
 
     ``train_fn`` overrides how a non-NB201 architecture's accuracy is obtained (default: the project's
     ``train`` estimator with ``settings.epochs``). With ``time_limit`` (seconds) the study stops scoring
     when the time is up and reports the architectures scored so far (``figures["_partial"]`` says how
-    many of how many); running it again resumes from the checkpoint.
+    many of how many); running it again resumes from the checkpoint. With ``shard=(k, n)`` it scores only
+    the architectures whose index is ``k`` modulo ``n``: ``n`` processes (or machines sharing the folder)
+    each take one shard and append to the same checkpoint, line by line; a final run without a shard
+    finds everything scored and writes the figures.
     """
     from edgenas.evaluators import EvalContext
     from edgenas.spaces import get_space
@@ -280,8 +284,10 @@ def run_study(
         accuracies = np.full(len(archs), np.nan)
         trainer = train_fn or _default_trainer(ctx)
     deadline = None if time_limit is None else time.monotonic() + time_limit
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise EdgenasError(f"shard {shard[0]}/{shard[1]} is not one of 0/N .. N-1/N")
     for i, arch in enumerate(archs):
-        if i in records:
+        if i in records or (shard is not None and i % shard[1] != shard[0]):
             continue
         if deadline is not None and time.monotonic() >= deadline:
             break
