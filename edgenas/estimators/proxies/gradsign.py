@@ -9,7 +9,8 @@ over the conv/linear weights: a dense region of sample-wise local optima (all sa
 same way) predicts a lower training loss and better generalisation.
 
 Per-sample gradients are computed at once with ``torch.func`` (``vmap`` of ``grad`` of a functional call),
-a chunk of samples at a time to bound memory, rather than by a Python loop. As in the authors' per-sample
+a chunk of samples at a time (as many as keep the per-sample gradients under ``GRADIENT_BUDGET`` floats,
+at most 64), rather than by a Python loop. As in the authors' per-sample
 loop, each sample's loss is that of the network run on that sample alone, so batch norm normalises with
 the sample's own statistics. Where that is impossible (a BN layer sees a single value per channel, e.g.
 a 1x1 feature map) the proxy falls back to batch norm frozen at the whole batch's statistics.
@@ -34,7 +35,8 @@ from edgenas.estimators.proxies.base import (
     train_mode,
 )
 
-CHUNK = 16
+CHUNK = 64
+GRADIENT_BUDGET = 64 * 1024 * 1024  # floats of per-sample gradients held at once (256 MB)
 
 
 def per_sample_gradient_signs(
@@ -58,6 +60,8 @@ def per_sample_gradient_signs(
         return F.cross_entropy(out, yi.unsqueeze(0))
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+    n_weights = sum(v.numel() for v in weights.values())
+    chunk = max(1, min(chunk, GRADIENT_BUDGET // max(1, n_weights)))
     totals = {k: torch.zeros_like(v) for k, v in weights.items()}
     for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
         grads = per_sample(weights, xs, ys)

@@ -104,7 +104,8 @@ def zen_score(model: ModelLike, batch: Batch, seed: int = 0, repeats: int = 1, a
     """The Zen-score (higher is better); reads only the batch's shape."""
     x_shape = tuple(batch[0].shape)
     with seeded(seed):
-        net = train_mode(fresh_model(model))
+        # channels-last weights: the same function, about twice as fast on CPU for these small convs
+        net = train_mode(fresh_model(model)).to(memory_format=torch.channels_last)
         require_batchnorm(net, "zen")
         gaussian_init(net)
         bns = [m for m in net.modules() if isinstance(m, BATCHNORMS)]
