@@ -176,6 +176,8 @@ def test_correlate_command_on_mbv3_tiny(tmp_path: Path) -> None:
     (["--proxies", "synflw"], "unknown proxy 'synflw'"),
     (["--data", "npz:{bad}"], "is not a valid .npz file"),
     (["--archs", "2"], "at least 3 architectures"),
+    (["--shard", "1of2"], "--shard takes K/N"),
+    (["--shard", "3/2"], "shard 3/2 is not one of"),
 ])
 def test_correlate_command_bad_input_exits_2(tmp_path: Path, args: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str],

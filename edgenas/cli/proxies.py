@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from edgenas.errors import EdgenasError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -59,6 +61,8 @@ def correlate_command(
     threads: int = typer.Option(1, help="torch threads"),
     time_limit: float | None = typer.Option(None, help="stop scoring after this many minutes and report the "
                                             "architectures scored so far (run again to resume)"),
+    shard: str | None = typer.Option(None, help="K/N: score only the architectures whose index is K mod N; run N "
+                                     "such processes on one --out folder, then once without --shard"),
 ) -> None:
     """Rank correlation (Spearman, Kendall) of every proxy with real accuracy on a seeded sample."""
     import torch
@@ -71,6 +75,7 @@ def correlate_command(
     from edgenas.spaces import get_space
 
     torch.set_num_threads(threads)
+    shard_kn = _parse_shard(shard)
     names = tuple(PROXIES) if proxies == "all" else tuple(p.strip() for p in proxies.split(",") if p.strip())
     for name in names:
         get_proxy(name)
@@ -94,7 +99,7 @@ def correlate_command(
         task = bar.add_task(f"scoring {archs} architectures", total=archs)
         result = run_study(settings, folder, bench_data,
                            progress=lambda done, total, key: bar.update(task, completed=done),
-                           time_limit=None if time_limit is None else 60 * time_limit)
+                           time_limit=None if time_limit is None else 60 * time_limit, shard=shard_kn)
     _print_table(console, result, PUBLISHED_NB201 if resolved_space.name == "nb201" else {})
     partial = result.figures.get("_partial")
     if partial:
@@ -124,3 +129,14 @@ def _print_table(console: Console, result: StudyResult, published: dict[str, flo
         f"all proxies of one architecture: {t.get('all_proxies_as_run_mean', float('nan')):.2f} s as run, "
         f"{t.get('all_proxies_standalone_sum_of_means', float('nan')):.2f} s proxy by proxy"
     )
+
+
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        k, n = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise EdgenasError(f"--shard takes K/N (e.g. 0/2), got '{shard}'") from None
+    return k, n
+
