@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +87,22 @@ def test_sample_archs_is_seeded_and_distinct() -> None:
     assert sample_archs(space, 3, 1) == a[:3]
 
 
+def counting_trainer() -> tuple[list[int], Callable[[dict], float]]:
+    """A stand-in for training: accuracy = the number of blocks (so #params correlates), calls counted."""
+    calls: list[int] = []
+
+    def fake_train(arch: dict) -> float:
+        calls.append(1)
+        return float(sum(arch[f"s{i}.depth"] for i in range(1, 6)))
+
+    return calls, fake_train
+
+
 def test_study_trains_scores_and_resumes(tmp_path: Path) -> None:
     settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=3, batch=8,
                              proxies=("params", "naswot"), ensemble=("params", "naswot"), accuracy="train",
                              time_every=2)
-    calls: list[str] = []
-
-    def fake_train(arch: dict) -> float:  # accuracy = #blocks, so params should correlate
-        calls.append("x")
-        return float(sum(arch[f"s{i}.depth"] for i in range(1, 6)))
+    calls, fake_train = counting_trainer()
 
     result = run_study(settings, tmp_path, train_fn=fake_train)
     assert len(result.records) == 3 and len(calls) == 3
@@ -114,11 +122,7 @@ def test_study_trains_scores_and_resumes(tmp_path: Path) -> None:
 def test_time_limit_reports_what_was_scored_and_resumes(tmp_path: Path) -> None:
     settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=5, batch=8, proxies=("params",),
                              ensemble=(), accuracy="train", time_every=0)
-    calls: list[int] = []
-
-    def fake_train(arch: dict) -> float:
-        calls.append(1)
-        return float(sum(arch[f"s{i}.depth"] for i in range(1, 6)))
+    calls, fake_train = counting_trainer()
 
     with pytest.raises(EdgenasError, match="after 0 architectures"):
         run_study(settings, tmp_path, train_fn=fake_train, time_limit=0)
@@ -139,11 +143,7 @@ def test_time_limit_reports_what_was_scored_and_resumes(tmp_path: Path) -> None:
 def test_shards_split_the_study_and_a_final_run_gathers_them(tmp_path: Path) -> None:
     settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=5, batch=8, proxies=("params",),
                              ensemble=(), accuracy="train", time_every=0)
-    trained: list[int] = []
-
-    def fake_train(arch: dict) -> float:
-        trained.append(1)
-        return float(sum(arch[f"s{i}.depth"] for i in range(1, 6)))
+    trained, fake_train = counting_trainer()
 
     first = run_study(settings, tmp_path, train_fn=fake_train, shard=(0, 2))
     assert [r.index for r in first.records] == [0, 2, 4]
