@@ -220,9 +220,17 @@ class LatencyMeter:
         with tempfile.TemporaryDirectory(prefix="edgenas-lat-") as tmp:
             job.update(self._model_job(arch, os.path.join(tmp, "model.onnx")))
             if with_reference:
-                assert self.reference is not None
-                job["reference"] = self._model_job(self.reference, os.path.join(tmp, "reference.onnx"))
+                job["reference"] = self._reference_job()
             return [self._run_worker(job, s.threads) for _ in range(s.processes)]
+
+    def _reference_job(self) -> dict[str, Any]:
+        """The reference network's part of a job, built (and exported) once per meter."""
+        if getattr(self, "_reference_model", None) is None:
+            assert self.reference is not None
+            self._reference_dir = tempfile.TemporaryDirectory(prefix="edgenas-ref-")  # removed with the meter
+            self._reference_model = self._model_job(self.reference,
+                                                    os.path.join(self._reference_dir.name, "reference.onnx"))
+        return self._reference_model
 
     def _model_job(self, arch: dict[str, Any], onnx_path: str) -> dict[str, Any]:
         """What the worker needs to run ``arch``: its resolution and its ONNX file or its definition."""
