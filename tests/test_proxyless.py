@@ -222,6 +222,53 @@ def test_derived_arch_is_valid_and_its_network_equals_the_supernet_path(space, n
         net.choice_of({**arch, "resolution": 32})
 
 
+@pytest.fixture(scope="module")
+def nested(space):
+    return ProxylessSupernet(space, 10, 3, resolution=16, width=0.75, seed=0, sharing="nested")
+
+
+def test_nested_candidates_share_one_block_and_extract_exactly(space, nested):
+    """With nested sharing a slot's candidates are views of one elastic block: the supernet holds one
+    block's weights per slot, one path is still computed per block, a step on one candidate moves the
+    others, and the extracted standalone network computes the supernet path exactly."""
+    separate = ProxylessSupernet(space, 10, 3, resolution=16, width=0.75, seed=0)
+    assert len(nested.shared_blocks) == len(nested.mixed)
+    assert sum(p.numel() for p in nested.parameters()) < sum(p.numel() for p in separate.parameters()) / 3
+    assert all(not list(c.parameters()) for m in nested.mixed for c in m.candidates)
+    gen = torch.Generator().manual_seed(0)
+    counts, handles = _count_calls(nested)
+    try:
+        nested.prepare("weight", gen)
+        nested(torch.randn(2, 3, 16, 16))
+        assert all(sum(c) == 1 for c in counts), counts
+    finally:
+        for h in handles:
+            h.remove()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for layer in nested.classifier.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_()  # logits of a readable size
+    x = torch.randn(4, 3, 16, 16)
+    rng = np.random.default_rng(1)
+    nested.eval()
+    for _ in range(3):
+        arch = space.validate({**space.sample(rng), "resolution": 16, "width": 0.75})
+        nested.set_active(arch)
+        with torch.no_grad():
+            assert torch.allclose(nested(x), nested.extract(arch)(x), atol=1e-5)
+    nested.train()
+    block = nested.mixed[1]
+    k3e3, k7e6 = nested.candidates.index((3, 3)), nested.candidates.index((7, 6))
+    h = torch.randn(4, block.candidates[0].block.max_in, 8, 8)
+    before = block.candidates[k7e6](h).detach()
+    opt = torch.optim.SGD(nested.shared_blocks[1].parameters(), lr=0.5)
+    block.candidates[k3e3](h).pow(2).mean().backward()
+    opt.step()
+    nested.zero_grad(set_to_none=True)
+    assert not torch.allclose(block.candidates[k7e6](h), before)  # the larger kernel holds the smaller one
+
+
 def _config(tmp_path: Path, **kw) -> GradientSearchConfig:
     base = dict(out=str(tmp_path / "run"), method="proxyless", space="mbv3-tiny", data="synthetic",
                 target=f"lut:{LUT}", latency_ms=0.25, resolution=16, width=0.75, epochs=2, warmup_epochs=1,
@@ -260,6 +307,22 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_one_does(tmp
     assert blob["arch"] == ref.arch and abs(blob["metrics"]["latency"] / 0.25 - 1) <= 0.05 + 1e-9
 
 
+@needs_lut
+def test_at_most_constraint_never_rewards_latency(tmp_path):
+    """Below a slack target the equality multiplier turns negative (slower paths rewarded); the at-most
+    one is projected to zero, so only the cross-entropy moves alpha."""
+    coefs = {}
+    for constraint in ("equal", "at-most"):
+        search = GradientSearch(_config(tmp_path / constraint, latency_ms=2.0, constraint=constraint, lam=0.0))
+        search.start()
+        search.run()
+        coefs[constraint] = [row["coef"] for row in search.history["alpha"]]
+    assert min(coefs["equal"]) < 0
+    assert coefs["at-most"] and all(c == 0.0 for c in coefs["at-most"])
+    with pytest.raises(EdgenasError, match="unknown --constraint 'le'"):
+        GradientSearch(_config(tmp_path / "bad", constraint="le"))
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgenas", *args], capture_output=True, text=True, cwd=cwd,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
@@ -270,7 +333,7 @@ def test_cli_search_writes_the_arch_and_feeds_export(tmp_path, space):
     out = tmp_path / "px"
     common = ["--data", "synthetic", "--target", f"lut:{LUT}", "--resolution", "16", "--width", "0.75",
               "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16", "--max-train", "96",
-              "--arch-every", "2", "--retrain-epochs", "1", "--quiet"]
+              "--arch-every", "2", "--retrain-epochs", "1", "--quiet", "--weight-sharing", "nested"]
     p = _cli("proxyless", "search", "--out", str(out), "--latency-ms", "0.3", *common, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     blob = json.loads((out / "arch.json").read_text())
@@ -304,6 +367,8 @@ def test_bad_input_is_one_clear_error(tmp_path):
         GradientSearch(_config(tmp_path, target=f"lut:{tmp_path / 'holey.json'}"))
     with pytest.raises(EdgenasError, match="candidate kernel 9"):
         GradientSearch(_config(tmp_path, candidates=[[9, 3]]))
+    with pytest.raises(EdgenasError, match="unknown --weight-sharing 'shared'; valid: nested, none"):
+        GradientSearch(_config(tmp_path, sharing="shared"))
 
 
 @needs_lut

@@ -88,6 +88,8 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         beta: float = typer.Option(None, help="Initial beta of the multiplicative loss."),
         adapt: float = typer.Option(None, help="Dual-ascent rate of lambda/beta towards E(lat) = target "
                                                "(0: the fixed published forms)."),
+        constraint: str = typer.Option(None, help="equal (steer E(lat) to the target; the coefficient may turn "
+                                                  "negative) or at-most (it never rewards latency)."),
         epochs: int = typer.Option(None, help="Epochs over the train split (default 8)."),
         warmup_epochs: int = typer.Option(None, "--warmup-epochs", help="Weight-only epochs first (default 2)."),
         batch_size: int = typer.Option(None, "--batch-size"),
@@ -97,6 +99,9 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         resolution: int = typer.Option(None, help="Input resolution of the search (MBV3; default the largest)."),
         width: float = typer.Option(None, help="Width multiplier (MBV3; default 1.0)."),
         candidates: str = typer.Option(None, help="Candidate ops per block, e.g. k3e3,k5e6 (default all)."),
+        weight_sharing: str = typer.Option(None, "--weight-sharing",
+                                           help="none (each candidate its own weights, the paper's) or nested "
+                                                "(the candidates of a block share one elastic block)."),
         derive: str = typer.Option(None, help="window (most probable arch within (1 +- window) x target), "
                                                "budget (at most the target) or argmax (the papers')."),
         window: float = typer.Option(None, help="Half-width of the derivation window around the target (0.05)."),
@@ -109,9 +114,10 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         _run(method, resume, quiet, out=out, space=space, data=data, target=target, latency_ms=latency_ms,
-             loss=loss, lam=lam, beta=beta, adapt=adapt, epochs=epochs, warmup_epochs=warmup_epochs,
+             loss=loss, lam=lam, beta=beta, adapt=adapt, constraint=constraint, epochs=epochs,
+             warmup_epochs=warmup_epochs,
              batch_size=batch_size, lr=lr, arch_lr=arch_lr, max_train=max_train, resolution=resolution,
-             width=width, candidates=_candidates(candidates), derive=derive, window=window,
+             width=width, candidates=_candidates(candidates), sharing=weight_sharing, derive=derive, window=window,
              arch_every=arch_every, seed=seed, threads=threads,
              cache_dir=cache_dir, retrain_epochs=retrain_epochs)
 

@@ -12,7 +12,10 @@ Steering to a latency target. The paper's losses trade accuracy against latency 
 (additive) or ``beta`` (multiplicative), which does not aim at a given target. With ``adapt > 0`` that
 coefficient follows a dual-ascent update after every architecture step, ``coef += adapt * (E[lat] /
 target - 1)`` (the multiplier of the constraint ``E[lat] = target``), so the expected latency settles at
-the target; ``adapt = 0`` gives the papers' fixed forms. The derived architecture is then, by default,
+the target; ``adapt = 0`` gives the papers' fixed forms. That multiplier may turn negative while
+``E[lat]`` is below the target, and the latency term then *rewards* slower paths; with
+``constraint="at-most"`` it is projected to ``>= 0`` after each update (the multiplier of ``E[lat] <=
+target``): below the target only the cross-entropy moves ``alpha``. The derived architecture is then, by default,
 the most probable one (maximum ``sum log p``) whose table latency lies within ``(1 +- window) x target``
 (``derive="window"``; ``"budget"``: at most the target), an exact multiple-choice knapsack
 (:func:`~edgenas.supernets.latency_loss.most_probable_under`). ``derive="argmax"`` is the papers'
@@ -51,6 +54,7 @@ from edgenas.supernets.latency_loss import LOSS_FORMS, BlockLatency, latency_los
 
 METHODS = ("proxyless", "darts")
 DERIVE = ("window", "budget", "argmax")
+CONSTRAINTS = ("equal", "at-most")
 TARGETS = ("cpu", "lut:PATH")
 
 
@@ -68,6 +72,7 @@ class GradientSearchConfig:
     lam: float = 1.0
     beta: float = 0.6
     adapt: float = 0.5
+    constraint: str = "equal"
     epochs: int = 8
     warmup_epochs: int = 2
     batch_size: int = 32
@@ -80,6 +85,7 @@ class GradientSearchConfig:
     resolution: int | None = None
     width: float | None = None
     candidates: list[list[int]] | None = None
+    sharing: str = "none"
     derive: str = "window"
     window: float = 0.05
     arch_every: int = 5
@@ -99,6 +105,12 @@ class GradientSearchConfig:
             raise unknown_name("latency loss form", self.loss, LOSS_FORMS)
         if self.derive not in DERIVE:
             raise unknown_name("derivation", self.derive, DERIVE)
+        if self.constraint not in CONSTRAINTS:
+            raise unknown_name("--constraint", self.constraint, CONSTRAINTS)
+        from edgenas.supernets.proxyless import SHARING
+
+        if self.sharing not in SHARING:
+            raise unknown_name("--weight-sharing", self.sharing, SHARING)
         if self.epochs <= 0 or not 0 <= self.warmup_epochs < self.epochs:
             raise EdgenasError(f"--epochs must be positive and above --warmup-epochs ({self.epochs}, "
                                f"{self.warmup_epochs})")
@@ -145,6 +157,9 @@ def build_network(config: GradientSearchConfig, space: Any, num_classes: int, in
     if space.name.startswith("nb201") or type(space).__name__ == "NB201Space":
         if config.method != "darts":
             raise EdgenasError("ProxylessNAS runs on MBV3-style spaces; use 'edgenas darts search' for nb201")
+        if config.sharing != "none":
+            raise EdgenasError("--weight-sharing applies to MBV3-style spaces (candidate MBConvs); nb201's cell "
+                               "operations have nothing to share")
         from edgenas.supernets.darts import DartsNB201Net
 
         return DartsNB201Net(space, num_classes, in_channels, config.nb201_channels, config.nb201_cells,
@@ -153,7 +168,7 @@ def build_network(config: GradientSearchConfig, space: Any, num_classes: int, in
 
     cands = [tuple(c) for c in config.candidates] if config.candidates else None
     return ProxylessSupernet(space, num_classes, in_channels, config.resolution, config.width, cands, mode,
-                             seed=config.seed)
+                             seed=config.seed, sharing=config.sharing)
 
 
 def load_block_latency(config: GradientSearchConfig, net: Any, num_classes: int, in_channels: int,
@@ -256,7 +271,9 @@ class GradientSearch:
                                    f"or choose another --out")
             stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
             mine = self.config.to_json()
-            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots") and stored.get(k) != mine[k]]
+            defaults = GradientSearchConfig(out=self.config.out).to_json()  # keys older searches did not store
+            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots")
+                      and stored.get(k, defaults[k]) != mine[k]]
             if differ:
                 k = differ[0]
                 raise EdgenasError(f"--resume with a different {k} ({mine[k]!r}) than the stored search "
@@ -320,6 +337,8 @@ class GradientSearch:
         self.net.after_arch_update()
         if self.latency is not None and cfg.adapt > 0:
             self.coef += cfg.adapt * (row["expected_ms"] / float(cfg.latency_ms) - 1.0)
+            if cfg.constraint == "at-most":
+                self.coef = max(0.0, self.coef)
         row["coef"] = self.coef
         return row
 
@@ -402,12 +421,22 @@ class GradientSearch:
 
     @torch.no_grad()
     def evaluate(self, choice: list[int]) -> float:
-        """Validation accuracy (%) of the network of ``choice`` with the supernet's weights."""
-        self.net.fix(choice)
-        self.net.eval()
+        """Validation accuracy (%) of the network of ``choice`` with the supernet's weights.
+
+        With nested weight sharing the batch-norm statistics of a slot's elastic block mix every
+        candidate's, so the path is extracted and its statistics recomputed on up to ``max_eval`` training
+        images first (Once-for-All's BN recalibration); with separate weights each candidate keeps its own.
+        """
+        if getattr(self.net, "sharing", "none") == "nested":
+            from edgenas.supernets.bn_calibration import recalibrate_bn
+
+            model = recalibrate_bn(self.net.extract(self.net.arch_of(choice)), self.xw[: self.config.max_eval])
+        else:
+            self.net.fix(choice)
+            model = self.net.eval()
         correct = 0
         for i in range(0, len(self.xv), 256):
-            correct += int((self.net(self.xv[i : i + 256]).argmax(1) == self.yv[i : i + 256]).sum())
+            correct += int((model(self.xv[i : i + 256]).argmax(1) == self.yv[i : i + 256]).sum())
         self.net.train()
         return 100.0 * correct / max(1, len(self.xv))
 

@@ -12,6 +12,17 @@ Supernet contract: :meth:`ProxylessSupernet.set_active` (an architecture of the 
 weights copied). A stage whose zero op sits between two blocks is compacted when deriving: every
 droppable slot has stride 1 and equal in/out channels, so the network is the same function.
 
+Weight sharing (``sharing="nested"``, off by default). ProxylessNAS gives every candidate its own weights,
+so a sampled-path weight step trains only ``1/N`` of each block's weights: at CPU budgets (about a thousand
+steps) the over-parameterised network barely learns (docs/gradient_nas.md measures it) and ``alpha`` gets
+no accuracy signal. With ``nested`` the candidates of a slot are views of one elastic block
+(:class:`~edgenas.supernets.ofa.DynamicMBConv`, the largest kernel and expand ratio): a smaller kernel is
+the transformed centre of the larger one and a smaller expand ratio uses the first hidden channels, the
+super-kernel idea of Stamoulis et al., "Single-Path NAS" (ECML-PKDD 2019) with Once-for-All's kernel
+transformation (Cai et al., ICLR 2020). Every step then trains the weights every candidate uses; paths are
+still binarized (one computed per block), ``alpha`` and the two-path estimator are unchanged, and
+:meth:`ProxylessSupernet.extract` copies the active slices into the standalone network.
+
 The search loop lives in :mod:`edgenas.supernets.gradient_search`; :func:`proxyless_search` runs it
 with binarized paths (weights and ``alpha`` updated alternately on train / validation splits).
 """
@@ -30,6 +41,8 @@ from edgenas.models.mbv3 import MBV3Net, build_mbv3
 from edgenas.spaces.mbv3 import MBV3Space
 from edgenas.supernets.mixed import MixedOp, ZeroOp
 
+SHARING = ("none", "nested")
+
 
 def default_candidates(space: MBV3Space) -> list[tuple[int, int]]:
     """Every (kernel, expand) pair of the space, kernel-major: ``k3e3, k3e4, ..., k7e6``."""
@@ -38,6 +51,27 @@ def default_candidates(space: MBV3Space) -> list[tuple[int, int]]:
 
 def default_width(space: MBV3Space) -> float:
     return 1.0 if 1.0 in space.mbv3.widths else float(space.mbv3.widths[0])
+
+
+class SharedCandidate(nn.Module):
+    """One (kernel, expand) candidate of a slot whose candidates share one elastic block (``nested``).
+
+    It owns no parameters: the block is held by reference (the supernet registers it once, in
+    ``shared_blocks``) and set to this candidate's kernel and expand ratio before each call.
+    """
+
+    def __init__(self, block: nn.Module, kernel: int, expand: int, cout: int) -> None:
+        super().__init__()
+        self.kernel, self.expand_ratio, self.cout = kernel, expand, cout
+        self._block = [block]  # a list, so that nn.Module does not register the shared block here
+
+    @property
+    def block(self) -> nn.Module:
+        return self._block[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.block.set_active(self.kernel, self.expand_ratio, self.cout)
+        return self.block(x)
 
 
 class ProxylessSupernet(MBV3Net):
@@ -53,7 +87,10 @@ class ProxylessSupernet(MBV3Net):
         candidates: Sequence[tuple[int, int]] | None = None,
         mode: str = "binary",
         seed: int = 0,
+        sharing: str = "none",
     ) -> None:
+        if sharing not in SHARING:
+            raise EdgenasError(f"unknown weight sharing '{sharing}'; valid: {', '.join(SHARING)}")
         if not isinstance(space, MBV3Space):
             raise EdgenasError(f"ProxylessNAS supernets are built for MBV3-style spaces; '{space.name}' is not one")
         cfg = space.mbv3
@@ -81,16 +118,26 @@ class ProxylessSupernet(MBV3Net):
             torch.manual_seed(seed)
             ref = build_mbv3(space, space.validate(deepest), num_classes, in_channels, seed)
             blocks: list[nn.Module] = [ref.blocks[0]]
+            shared: list[nn.Module] = []
             zero_slots: list[bool] = []
             slot = 1
             for i in range(cfg.num_stages):
                 for j in range(cfg.max_depth):
                     tmpl = ref.blocks[slot]
-                    ops: list[nn.Module] = [
-                        MBConv(tmpl.cin, tmpl.cout, k, e, tmpl.stride, cfg.stage_activations[i], cfg.stage_se[i],
-                               cfg.channel_divisor)
-                        for k, e in candidates
-                    ]
+                    if sharing == "nested":
+                        from edgenas.supernets.ofa import DynamicMBConv
+
+                        block = DynamicMBConv(tmpl.cin, tmpl.cout, tuple(sorted({k for k, _ in candidates})),
+                                              tuple(sorted({e for _, e in candidates})), tmpl.stride,
+                                              cfg.stage_activations[i], cfg.stage_se[i], cfg.channel_divisor)
+                        shared.append(block)
+                        ops: list[nn.Module] = [SharedCandidate(block, k, e, tmpl.cout) for k, e in candidates]
+                    else:
+                        ops = [
+                            MBConv(tmpl.cin, tmpl.cout, k, e, tmpl.stride, cfg.stage_activations[i],
+                                   cfg.stage_se[i], cfg.channel_divisor)
+                            for k, e in candidates
+                        ]
                     names = [f"k{k}e{e}" for k, e in candidates]
                     droppable = j + 1 > depths[0]
                     if droppable:
@@ -100,12 +147,14 @@ class ProxylessSupernet(MBV3Net):
                     blocks.append(MixedOp(ops, names, mode))
                     slot += 1
             super().__init__(ref.stem, nn.Sequential(*blocks), ref.head, ref.classifier)
+            self.shared_blocks = nn.ModuleList(shared)
             init_weights(self)
         self.space, self.num_classes, self.in_channels = space, num_classes, in_channels
         self.resolution, self.width, self.seed = resolution, width, seed
         self.candidates = candidates
         self.zero_slots = zero_slots
         self.mode = mode
+        self.sharing = sharing
 
     # ------------------------------------------------------------------ views
     @property
@@ -223,16 +272,27 @@ class ProxylessSupernet(MBV3Net):
         for key in net.state_dict():
             if not key.startswith("blocks.") or key.startswith("blocks.0."):
                 dst[key] = src[key]
+        shared: list[tuple[SharedCandidate, int]] = []
         b = 1
         for slot, c in enumerate(choice):
             if c == len(self.candidates):
                 continue
-            prefix = f"blocks.{slot + 1}.candidates.{c}."
-            for key, value in src.items():
-                if key.startswith(prefix):
-                    dst[f"blocks.{b}.{key[len(prefix):]}"] = value
+            candidate = self.mixed[slot].candidates[c]
+            if isinstance(candidate, SharedCandidate):
+                shared.append((candidate, b))
+            else:
+                prefix = f"blocks.{slot + 1}.candidates.{c}."
+                for key, value in src.items():
+                    if key.startswith(prefix):
+                        dst[f"blocks.{b}.{key[len(prefix):]}"] = value
             b += 1
-        net.load_state_dict(dst, strict=True)
+        missing = net.load_state_dict(dst, strict=not shared).missing_keys
+        filled = tuple(f"blocks.{b}." for _, b in shared)
+        if any(not key.startswith(filled) for key in missing):
+            raise RuntimeError(f"extract left weights uncopied: {[k for k in missing if not k.startswith(filled)]}")
+        for candidate, b in shared:  # the active slices of the shared block
+            candidate.block.set_active(candidate.kernel, candidate.expand_ratio, candidate.cout)
+            candidate.block.copy_to(net.blocks[b])
         return net.eval()
 
 
