@@ -44,8 +44,13 @@ TARGETS = {"tight": 0.30, "medium": 0.42, "loose": 0.55}
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench-data", default=os.environ.get("EDGENAS_DATA", str(ROOT.parent / "shared/data")))
-    ap.add_argument("--out", default=str(ROOT / "bench/results/proxyless_targets.json"))
-    ap.add_argument("--work", default=str(ROOT / "runs/proxyless_targets"))
+    ap.add_argument("--weight-sharing", default="none", choices=("none", "nested"),
+                    help="the supernet's weights: none (one set per candidate, the paper's) or nested")
+    ap.add_argument("--constraint", default="equal", choices=("equal", "at-most"),
+                    help="the latency coefficient's dual ascent: equal (may turn negative) or at-most (>= 0)")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="which of the targets to run (tight,medium,loose)")
+    ap.add_argument("--out", default=None, help="JSON (default bench/results/proxyless_targets[_nested].json)")
+    ap.add_argument("--work", default=None, help="checkpoints (default runs/proxyless_targets[_nested])")
     ap.add_argument("--max-train", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--warmup-epochs", type=int, default=2)
@@ -53,6 +58,11 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--stages", default="search,steer,quality")
     args = ap.parse_args()
+    suffix = "" if args.weight_sharing == "none" else f"_{args.weight_sharing}"
+    suffix += "" if args.constraint == "equal" else f"_{args.constraint.replace('-', '')}"
+    args.out = args.out or str(ROOT / f"bench/results/proxyless_targets{suffix}.json")
+    args.work = args.work or str(ROOT / f"runs/proxyless_targets{suffix}")
+    targets = {n: TARGETS[n] for n in args.targets.split(",")}
     import numpy as np
     import torch
 
@@ -70,9 +80,10 @@ def main() -> None:
         sys.exit("CIFAR-10 reference images not found: pass --bench-data PATH or set EDGENAS_DATA")
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}
-    res.update({"command": " ".join(sys.argv), "machine": machine_info(), "targets_ms": TARGETS,
+    res.update({"command": " ".join(sys.argv), "machine": machine_info(), "targets_ms": targets,
                 "lut": str(LUT.relative_to(ROOT)), "data": "CIFAR-10 reference copy (test split), 32 px",
-                "max_train": args.max_train})
+                "max_train": args.max_train, "weight_sharing": args.weight_sharing,
+                "constraint": args.constraint})
     res.setdefault("searches", {})
     res.setdefault("steering", {})
     res.setdefault("quality", {})
@@ -104,14 +115,15 @@ def main() -> None:
         print(f"recalibrated the table: {vars(old)} -> {vars(base.calibration)}", flush=True)
         save()
     # ------------------------------------------------------------------ 1. search
-    for name, target in TARGETS.items():
+    for name, target in targets.items():
         if "search" not in stages or name in res["searches"]:
             continue
         wdir = Path(args.work) / name
         cfg = GradientSearchConfig(out=str(wdir), method="proxyless", space="mbv3-tiny", data=data_spec,
                                    target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs,
                                    warmup_epochs=args.warmup_epochs, max_train=args.max_train, resolution=32,
-                                   width=1.0, seed=0)
+                                   width=1.0, seed=0, sharing=args.weight_sharing,
+                                   constraint=args.constraint)
         t0 = time.time()
         r = run_search(cfg, resume=(wdir / "checkpoint.pt").exists(), log=lambda s: print(s, flush=True))
         blob = json.loads((wdir / "arch.json").read_text())
