@@ -29,7 +29,7 @@ from torch import nn
 from edgenas.errors import EdgenasError
 from edgenas.models.nb201 import ResidualReduction, make_op
 from edgenas.spaces.nb201 import EDGE_NAMES, EDGES, OPS
-from edgenas.supernets.mixed import MixedOp
+from edgenas.supernets.mixed import MixedOp, weights_without
 
 
 class _Zero(nn.Module):
@@ -90,8 +90,7 @@ class DartsNB201Net(nn.Module):
         return [m.alpha for m in self.alphas]
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        ids = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]
+        return weights_without(self, self.arch_parameters())
 
     def probs(self) -> list[torch.Tensor]:
         return [m.probs() for m in self.alphas]

@@ -151,6 +151,12 @@ class MixedOp(nn.Module):
         self._old_pair_alpha = None
 
 
+def weights_without(module: nn.Module, arch_parameters: Sequence[nn.Parameter]) -> list[nn.Parameter]:
+    """The parameters of ``module`` other than its architecture parameters (what the weight optimiser gets)."""
+    ids = {id(p) for p in arch_parameters}
+    return [p for p in module.parameters() if id(p) not in ids]
+
+
 def entropy(p: torch.Tensor) -> float:
     """Entropy (nats) of a probability vector; ``log N`` when uniform."""
     p = p.detach().clamp_min(1e-12)

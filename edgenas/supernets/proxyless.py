@@ -39,7 +39,7 @@ from edgenas.errors import EdgenasError
 from edgenas.models.blocks import MBConv, init_weights
 from edgenas.models.mbv3 import MBV3Net, build_mbv3
 from edgenas.spaces.mbv3 import MBV3Space
-from edgenas.supernets.mixed import MixedOp, ZeroOp
+from edgenas.supernets.mixed import MixedOp, ZeroOp, weights_without
 
 SHARING = ("none", "nested")
 
@@ -169,8 +169,7 @@ class ProxylessSupernet(MBV3Net):
         return [m.alpha for m in self.mixed]
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        ids = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]
+        return weights_without(self, self.arch_parameters())
 
     def probs(self) -> list[torch.Tensor]:
         return [m.probs() for m in self.mixed]
