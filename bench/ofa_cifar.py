@@ -37,7 +37,7 @@ from bench._common import RESULTS, save  # noqa: E402
 from edgenas.data import load_dataset  # noqa: E402
 from edgenas.estimators.accuracy_predictor import AccuracyPredictor, GeneCodec  # noqa: E402
 from edgenas.estimators.train import TrainRecipe, evaluate_accuracy, train_model  # noqa: E402
-from edgenas.io import atomic_write_json  # noqa: E402
+from edgenas.io import atomic_write_json, machine_info  # noqa: E402
 from edgenas.spaces import get_space  # noqa: E402
 from edgenas.supernets.shrinking import ShrinkConfig, load_supernet, train_supernet  # noqa: E402
 from edgenas.supernets.specialize import evaluate_subnet, measure_pairs, specialize  # noqa: E402
@@ -113,6 +113,9 @@ def main() -> None:
     ap.add_argument("--recal", type=int, default=500, help="training images for BN recalibration")
     ap.add_argument("--pair-recal", type=int, default=500, help="BN recalibration images per accuracy pair")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few images, few pairs")
+    ap.add_argument("--finder-only", action="store_true",
+                    help="only the finder's speed (synthetic predictors of the right size), written to "
+                         "bench/results/ofa_finder_speed.json; no supernet is trained")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -122,6 +125,19 @@ def main() -> None:
         args.work, args.out = args.work + "_quick", str(RESULTS / "ofa_cifar_quick.json")
     if not args.bench_data:
         sys.exit("set EDGENAS_DATA or pass --bench-data (the reference-data folder)")
+    if args.finder_only:
+        speeds = [finder_speed("mbv3", "note10", args.bench_data, None, None, 25.0)]
+        lut_tiny = RESULTS / "lut_mbv3_tiny_onnxruntime_1t.json"
+        if lut_tiny.exists():
+            speeds.append(finder_speed("mbv3-tiny", f"lut:{lut_tiny.relative_to(ROOT)}", None, None, None, 0.5))
+        for f in speeds:
+            log(f"finder {f['space']} {f['target']}: {f['median_candidates_per_second']:,.0f} candidates/s "
+                f"({f['median_candidates_per_cpu_second']:,.0f} per CPU second); population 1,000: "
+                f"{f['scaling']['candidates_per_second']:,.0f}/s")
+        atomic_write_json(RESULTS / "ofa_finder_speed.json", {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
+            "loadavg": os.getloadavg()[0], "finder_speed": speeds})
+        return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
