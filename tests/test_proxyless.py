@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,9 @@ def net(space):
     return ProxylessSupernet(space, 10, 3, resolution=16, width=0.75, seed=0)
 
 
-def _count_calls(net: ProxylessSupernet) -> tuple[list[list[int]], list]:
+@contextlib.contextmanager
+def counting_calls(net: ProxylessSupernet) -> Iterator[list[list[int]]]:
+    """Calls of every candidate of every block while the block is open (hooks removed afterwards)."""
     counts = [[0] * len(m) for m in net.mixed]
     handles = []
     for b, m in enumerate(net.mixed):
@@ -46,25 +50,24 @@ def _count_calls(net: ProxylessSupernet) -> tuple[list[list[int]], list]:
             def hook(*_args, b=b, j=j):
                 counts[b][j] += 1
             handles.append(op.register_forward_hook(hook))
-    return counts, handles
-
-
-def test_binarized_forward_computes_exactly_one_path_per_block(net):
-    gen = torch.Generator().manual_seed(0)
-    counts, handles = _count_calls(net)
     try:
-        net.prepare("weight", gen)
-        net(torch.randn(2, 3, 16, 16))
-        assert all(sum(c) == 1 for c in counts), counts
-        for c in counts:
-            c[:] = [0] * len(c)
-        net.prepare("arch", gen)  # the two-path estimator: exactly two paths per block
-        net(torch.randn(2, 3, 16, 16)).sum().backward()
-        assert all(sum(c) == 2 and max(c) == 1 for c in counts), counts
+        yield counts
     finally:
         for h in handles:
             h.remove()
         net.zero_grad(set_to_none=True)
+
+
+def test_binarized_forward_computes_exactly_one_path_per_block(net):
+    gen = torch.Generator().manual_seed(0)
+    with counting_calls(net) as counts:
+        net.prepare("weight", gen)
+        net(torch.randn(2, 3, 16, 16))
+        assert all(sum(c) == 1 for c in counts), counts
+    with counting_calls(net) as counts:
+        net.prepare("arch", gen)  # the two-path estimator: exactly two paths per block
+        net(torch.randn(2, 3, 16, 16)).sum().backward()
+        assert all(sum(c) == 2 and max(c) == 1 for c in counts), counts
 
 
 def test_weight_step_gives_alpha_no_gradient(net):
@@ -235,15 +238,10 @@ def test_nested_candidates_share_one_block_and_extract_exactly(space, nested):
     assert len(nested.shared_blocks) == len(nested.mixed)
     assert sum(p.numel() for p in nested.parameters()) < sum(p.numel() for p in separate.parameters()) / 3
     assert all(not list(c.parameters()) for m in nested.mixed for c in m.candidates)
-    gen = torch.Generator().manual_seed(0)
-    counts, handles = _count_calls(nested)
-    try:
-        nested.prepare("weight", gen)
+    with counting_calls(nested) as counts:
+        nested.prepare("weight", torch.Generator().manual_seed(0))
         nested(torch.randn(2, 3, 16, 16))
         assert all(sum(c) == 1 for c in counts), counts
-    finally:
-        for h in handles:
-            h.remove()
     torch.manual_seed(0)
     with torch.no_grad():
         for layer in nested.classifier.modules():
