@@ -52,12 +52,15 @@ def train(paths: str, sharing: str, steps: int, seed: int, window: int) -> dict:
     losses: list[float] = []
     t0 = time.perf_counter()
     net.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x_train), (32,), generator=gen)
+    def next_path() -> list[int]:
         if paths == "fixed":
             net.fix([0] * len(net.mixed))
-        else:
-            net.sample_paths(gen)
+            return [0] * len(net.mixed)
+        return net.sample_paths(gen)
+
+    for _ in range(steps):
+        idx = torch.randint(0, len(x_train), (32,), generator=gen)
+        next_path()
         loss = F.cross_entropy(net(x_train[idx]), data.y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -67,8 +70,7 @@ def train(paths: str, sharing: str, steps: int, seed: int, window: int) -> dict:
     accs = []
     with torch.no_grad():
         for _ in range(20):
-            choice = [0] * len(net.mixed) if paths == "fixed" else net.sample_paths(gen)
-            model = recalibrate_bn(net.extract(net.arch_of(choice)), x_train[:500])
+            model = recalibrate_bn(net.extract(net.arch_of(next_path())), x_train[:500])
             accs.append(100.0 * float((model(x_val).argmax(1) == data.y_val).float().mean()))
     curve = [float(np.mean(losses[i : i + window])) for i in range(0, steps, window)]
     return {"loss_by_window": curve, "val_acc_mean": float(np.mean(accs)), "val_acc_std": float(np.std(accs)),

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgenas.errors import EdgenasError
+from edgenas.errors import EdgenasError, unknown_name
 from edgenas.models.blocks import MBConv, init_weights
 from edgenas.models.mbv3 import MBV3Net, build_mbv3
 from edgenas.spaces.mbv3 import MBV3Space
@@ -90,7 +90,7 @@ class ProxylessSupernet(MBV3Net):
         sharing: str = "none",
     ) -> None:
         if sharing not in SHARING:
-            raise EdgenasError(f"unknown weight sharing '{sharing}'; valid: {', '.join(SHARING)}")
+            raise unknown_name("weight sharing", sharing, SHARING)
         if not isinstance(space, MBV3Space):
             raise EdgenasError(f"ProxylessNAS supernets are built for MBV3-style spaces; '{space.name}' is not one")
         cfg = space.mbv3
