@@ -43,6 +43,16 @@ def test_bad_profiles(tmp_path):
         load_device("raspi4").peak("int8")
 
 
+def test_a_relative_data_folder_is_taken_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "ref").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGENAS_DATA", "ref")  # as typed: EDGENAS_DATA=../shared/data
+    assert load_device("note10").lut_path() == str(tmp_path / "ref" / "ofa_mbv3" / "lut")
+    monkeypatch.delenv("EDGENAS_DATA")
+    with pytest.raises(EdgenasError, match=r"device 'note10' needs \$\{EDGENAS_DATA\}"):
+        load_device("note10").lut_path()
+
+
 def test_every_kind_of_target_answers_in_ms(micro, rng, tmp_path, monkeypatch):
     ctx = EvalContext(micro, "synthetic")
     archs = [micro.sample(rng) for _ in range(30)]

@@ -66,7 +66,8 @@ class DeviceProfile:
         return float(self.memory_bandwidth_gbs)
 
     def resolve(self, value: str | None) -> str | None:
-        """Expand ``${VAR}`` (e.g. ``${EDGENAS_DATA}``) and make a relative path relative to the profile."""
+        """Expand ``${VAR}`` (e.g. ``${EDGENAS_DATA}``; a relative value is taken from the working directory,
+        as the user typed it) and make a path written relative in the profile relative to the profile."""
         if not value:
             return None
 
@@ -76,7 +77,7 @@ class DeviceProfile:
                     f"device '{self.name}' needs ${{{m.group(1)}}} for '{value}'; set it (e.g. "
                     f"{m.group(1)}=../shared/data)"
                 )
-            return os.environ[m.group(1)]
+            return os.path.abspath(os.environ[m.group(1)])
 
         out = _VAR.sub(repl, value)
         p = Path(out)
