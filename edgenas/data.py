@@ -67,6 +67,14 @@ class Dataset:
         idx = torch.from_numpy(np.random.default_rng(seed).choice(len(x), size, replace=False))
         return x[idx], self.y_train[idx]
 
+    def to(self, device: str | torch.device) -> Dataset:
+        """The same data set with its tensors on ``device`` (e.g. ``"cuda"``); itself if already there."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        return Dataset(self.name, self.x_train.to(device), self.y_train.to(device), self.x_val.to(device),
+                       self.y_val.to(device), self.num_classes)
+
     def subset(self, max_train: int | None = None, max_val: int | None = None) -> Dataset:
         """The first ``max_train`` / ``max_val`` examples (splits are already shuffled)."""
         return Dataset(

@@ -219,3 +219,41 @@ def test_checkpoint_from_another_space_is_refused(micro, tiny, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EdgenasError, match="not a readable edgenas OFA checkpoint"):
         load_supernet(tmp_path / "junk.pt")
+
+
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(micro, tmp_path):
+    data = _data()
+    cfg = ShrinkConfig(schedule="full:2", batch_size=16, eval_images=8)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(msg: str) -> None:
+        if "epoch 1/2" in msg:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_supernet(micro, data, tmp_path / "run", cfg, progress=stop_after_first)
+    last = tmp_path / "run" / "last.pt"
+    blob = torch.load(last, weights_only=True)
+    old = json.loads(blob["config"])
+    del old["augment"]  # as written before the setting existed
+    blob["config"] = json.dumps(old, sort_keys=True)
+    torch.save(blob, last)
+    with pytest.raises(EdgenasError, match=r"other settings \(augment\)"):
+        train_supernet(micro, data, tmp_path / "run", ShrinkConfig(schedule="full:2", batch_size=16,
+                                                                   eval_images=8, augment=True), resume=True)
+    assert train_supernet(micro, data, tmp_path / "run", cfg, resume=True).resumed_from is not None
+
+
+def test_augmented_supernet_training_is_seeded_and_changes_the_weights(micro, tmp_path):
+    data = _data()
+
+    def weights(name: str, augment: bool) -> torch.Tensor:
+        cfg = ShrinkConfig(schedule="full:1,expand:1", batch_size=16, eval_images=8, augment=augment)
+        net = train_supernet(micro, data, tmp_path / name, cfg).supernet
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    aug = weights("a", True)
+    assert torch.equal(aug, weights("b", True))
+    assert not torch.allclose(aug, weights("c", False))

@@ -63,18 +63,22 @@ def train(
     max_train: int = typer.Option(None, help="Use only the first N training images."),
     max_val: int = typer.Option(None, help="Use only the first N validation images."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    augment: bool = typer.Option(False, "--augment", help="Random crops of padded images and horizontal flips."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps | auto (a CUDA GPU when one is visible)."),
 ) -> None:
     """Train an OFA supernet by progressive shrinking (resumable: --resume)."""
+    from edgenas.estimators.train import torch_device
     from edgenas.spaces import get_space
     from edgenas.supernets.shrinking import ShrinkConfig, train_supernet
 
+    dev = torch_device(device)
     sp = get_space(space)
     d = _data(data, max_train, max_val)
     cfg = ShrinkConfig(schedule=schedule, batch_size=batch_size, lr=lr, subnets_per_step=subnets_per_step,
-                       kd_ratio=kd_ratio, seed=seed, threads=threads)
+                       kd_ratio=kd_ratio, seed=seed, threads=threads, augment=augment)
     _say(f"training an OFA supernet of {sp.name} on {d.name} ({len(d.x_train)} train / {len(d.x_val)} val), "
-         f"schedule {schedule}")
-    res = train_supernet(sp, d, out, cfg, resume=resume, progress=_say)
+         f"schedule {schedule}, on {dev}")
+    res = train_supernet(sp, d, out, cfg, resume=resume, progress=_say, device=dev)
     if res.history:
         _plot_curves(res.history, out / "curves.png")
     last = res.history[-1] if res.history else {}

@@ -35,6 +35,7 @@ class TrainRecipe:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
     threads: int = 1  # tiny networks gain little from more, and oversubscribed cores lose a lot
+    augment: bool = False  # random crops of padded images and horizontal flips (edgenas.augment)
 
 
 def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: Mapping[str, Any]) -> Path:
@@ -45,19 +46,52 @@ def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: 
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent (batches are moved to the model's device)."""
     model.eval()
+    device = model_device(model)
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        correct += int((model(xb).argmax(1) == yb).sum())
     return 100.0 * correct / max(1, len(x))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+def torch_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU),
+    checked: a one-line error for an unknown name or a device this PyTorch build cannot use."""
+    from edgenas.errors import EdgenasError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EdgenasError(f"unknown device '{name}'; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdgenasError(f"device '{name}': this PyTorch build sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise EdgenasError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise EdgenasError(f"device '{name}': MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise EdgenasError(f"device '{name}' is not supported; use cpu, cuda, cuda:N, mps or auto")
+    return device
 
 
 def train_model(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, seed: int = 0
 ) -> nn.Module:
-    """Train ``model`` in place on ``(x, y)`` with ``recipe``; returns it in eval mode."""
+    """Train ``model`` in place on ``(x, y)`` with ``recipe``; returns it in eval mode. Batches are moved
+    to the model's device (put ``x`` and ``y`` there first to avoid the copies)."""
+    from edgenas.augment import random_crop_flip
+
     torch.set_num_threads(recipe.threads)
+    device = model_device(model)
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.SGD(
@@ -78,7 +112,10 @@ def train_model(
                 idx = order[i : i + recipe.batch_size]
                 if len(idx) < 2:  # batch norm needs two samples
                     continue
-                loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=recipe.label_smoothing)
+                xb, yb = x[idx.to(x.device)].to(device), y[idx.to(y.device)].to(device)
+                if recipe.augment:
+                    xb = random_crop_flip(xb, gen).contiguous()
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -18,7 +18,10 @@ from torch import nn
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Recompute every BatchNorm2d's running statistics of ``model`` on ``images``; returns it in eval mode."""
+    """Recompute every BatchNorm2d's running statistics of ``model`` on ``images`` (moved batch by batch to
+    the model's device); returns it in eval mode."""
+    from edgenas.estimators.train import model_device
+
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not bns:
         return model.eval()
@@ -32,6 +35,7 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256
         acc[1] = s if acc[1] is None else acc[1] + s
         acc[2] = q if acc[2] is None else acc[2] + q
 
+    device = model_device(model)
     handles = [bn.register_forward_pre_hook(hook) for bn in bns]
     was_training = model.training
     try:
@@ -39,7 +43,7 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256
         for bn in bns:
             bn.train()  # normalise with the batch's statistics during the pass
         for i in range(0, len(images), batch_size):
-            model(images[i : i + batch_size])
+            model(images[i : i + batch_size].to(device))
     finally:
         for h in handles:
             h.remove()

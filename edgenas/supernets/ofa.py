@@ -237,7 +237,7 @@ class OFAMobileNetV3(nn.Module):
             self.classifier.copy_to(model.classifier[1])
         finally:
             self.set_active(previous)
-        return model.train(self.training)
+        return model.to(self.stem.conv.weight.device).train(self.training)
 
     def clone_active(self) -> OFAMobileNetV3:
         """A deep copy (used as the frozen teacher of knowledge distillation)."""

@@ -92,6 +92,7 @@ class ShrinkConfig:
     seed: int = 0
     threads: int = 1
     eval_images: int = 500  # images for the per-epoch curve (largest and smallest subnet; as many to recalibrate)
+    augment: bool = False  # random crops of padded images and horizontal flips (edgenas.augment)
 
     def phases(self) -> list[Phase]:
         return parse_schedule(self.schedule)
@@ -202,10 +203,16 @@ def train_supernet(
     config: ShrinkConfig | None = None,
     resume: bool = False,
     progress: Callable[[str], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
-    """Train an OFA supernet with the schedule of ``config`` (progressive shrinking or joint); see the
-    module docstring for checkpoints and resuming."""
+    """Train an OFA supernet with the schedule of ``config`` (progressive shrinking or joint) on ``device``
+    (e.g. ``"cuda"``; checkpoints hold CPU-loadable tensors either way, and a run may resume on another
+    device); see the module docstring for checkpoints and resuming."""
+    from edgenas.augment import random_crop_flip
+
     config = config or ShrinkConfig()
+    device = torch.device(device)
+    data = data.to(device)
     phases = config.phases()
     out = Path(out)
     torch.set_num_threads(config.threads)
@@ -222,8 +229,8 @@ def train_supernet(
                                f"or choose another --out")
         blob = load_checkpoint(last if last.exists() else out / "supernet.pt")
         check_built_for(json.loads(blob["built_for"]), built, blob["path"])
-        if blob["config"] != cfg_json:
-            old = json.loads(blob["config"])
+        old = {**asdict(ShrinkConfig()), **json.loads(blob["config"])}  # settings added later: defaults
+        if json.dumps(old, sort_keys=True) != cfg_json:
             diff = sorted(k for k in old if old[k] != asdict(config).get(k))
             raise EdgenasError(f"the run in '{out}' was started with other settings ({', '.join(diff)}); "
                                f"resume with the same settings or choose another --out")
@@ -236,9 +243,9 @@ def train_supernet(
         resumed, resume_opt = blob["path"], blob.get("optimizer")
         if progress:
             progress(f"resumed from {blob['path']}: phase {start_phase + 1}/{len(phases)}, epoch {start_epoch}")
-    net = net.to(memory_format=torch.channels_last)  # ~1.4x faster convolutions on CPU; same results
+    net = net.to(device, memory_format=torch.channels_last)  # ~1.4x faster convolutions on CPU; same results
     if teacher is not None:
-        teacher = teacher.to(memory_format=torch.channels_last)
+        teacher = teacher.to(device, memory_format=torch.channels_last)
     out.mkdir(parents=True, exist_ok=True)
     rng_eval = np.random.default_rng(config.seed)
     ev = rng_eval.choice(len(data.x_val), min(config.eval_images, len(data.x_val)), replace=False)
@@ -275,7 +282,8 @@ def train_supernet(
                 teacher.eval()
             gen = np.random.default_rng([config.seed, pi, epoch])
             torch.manual_seed(int(gen.integers(2**31)))  # dropout: seeded per epoch, so a resumed run is exact
-            order = torch.from_numpy(gen.permutation(n_train))
+            order = torch.from_numpy(gen.permutation(n_train)).to(device)
+            crops = torch.Generator().manual_seed(int(gen.integers(2**31))) if config.augment else None
             losses = []
             for step, i in enumerate(range(0, n_train, config.batch_size)):
                 idx = order[i : i + config.batch_size]
@@ -286,7 +294,10 @@ def train_supernet(
                     g["lr"] = lr
                 res = int(resolutions[int(gen.integers(len(resolutions)))])
                 x_all, _ = data.at_resolution(res)
-                x, y = x_all[idx].contiguous(memory_format=torch.channels_last), data.y_train[idx]
+                x, y = x_all[idx], data.y_train[idx]
+                if crops is not None:
+                    x = random_crop_flip(x, crops)
+                x = x.contiguous(memory_format=torch.channels_last)
                 soft = None
                 if teacher is not None and config.kd_ratio > 0 and phase.name != "full":
                     with torch.no_grad():
