@@ -15,6 +15,12 @@ predictor's Spearman / RMSE on ``--holdout`` held-out subnets, 5. the finder's c
 with this CPU's table, 6. specialisation for ``cpu``, this CPU's table and a roofline device.
 
 Writes ``bench/results/ofa_cifar.json``.
+
+On a GPU (``--device cuda``) the stages that do not depend on each other can run side by side in separate
+processes sharing the work folder (``--stage ps``, ``--stage joint``, ``--stage scratch --shard 0/5``,
+``--stage pairs --shard 1/4``; each caches what it computes), then a plain run (``--stage all``) gathers
+them; ``bench/ofa_cifar_gpu.sh`` does this. A tiny network leaves a GPU mostly idle, so the stages overlap
+well.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import RESULTS, save  # noqa: E402
 from edgenas.data import load_dataset  # noqa: E402
 from edgenas.estimators.accuracy_predictor import AccuracyPredictor, GeneCodec  # noqa: E402
-from edgenas.estimators.train import TrainRecipe, evaluate_accuracy, train_model  # noqa: E402
+from edgenas.estimators.train import TrainRecipe, evaluate_accuracy, torch_device, train_model  # noqa: E402
 from edgenas.io import atomic_write_json, machine_info  # noqa: E402
 from edgenas.spaces import get_space  # noqa: E402
 from edgenas.supernets.shrinking import ShrinkConfig, load_supernet, train_supernet  # noqa: E402
@@ -113,11 +119,21 @@ def main() -> None:
     ap.add_argument("--recal", type=int, default=500, help="training images for BN recalibration")
     ap.add_argument("--pair-recal", type=int, default=500, help="BN recalibration images per accuracy pair")
     ap.add_argument("--quick", action="store_true", help="a smoke run: few images, few pairs")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    ap.add_argument("--augment", action="store_true", help="random crops and flips, supernets and scratch alike")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--stage", default="all", choices=("all", "ps", "joint", "scratch", "pairs"),
+                    help="run one independent stage and stop (to run stages side by side), or all")
+    ap.add_argument("--shard", default="0/1", help="i/n: this process's share of --stage scratch or pairs")
+    ap.add_argument("--no-specialize", action="store_true", help="skip the finder's speed and specialisation")
     ap.add_argument("--finder-only", action="store_true",
                     help="only the finder's speed (synthetic predictors of the right size), written to "
                          "bench/results/ofa_finder_speed.json; no supernet is trained")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    device = torch_device(args.device)
+    shard, n_shards = (int(v) for v in args.shard.split("/"))
     if args.quick:
         args.max_train, args.max_val, args.pairs, args.holdout, args.subnets = 256, 128, 20, 10, 2
         args.ps, args.joint, args.recal, args.pair_val = "full:1,kernel:1,depth:1,expand:1", "joint:4", 64, 128
@@ -142,45 +158,77 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     data = load_dataset(f"npz:{Path(args.bench_data) / 'cifar10'}").subset(args.max_train, args.max_val)
-    log(f"data: {len(data.x_train)} train / {len(data.x_val)} validation images")
+    data = data.to(device)
+    log(f"data: {len(data.x_train)} train / {len(data.x_val)} validation images, on {device}")
     space = get_space("mbv3-tiny")
     epochs = sum(int(p.split(":")[1]) for p in args.ps.split(","))
-    figures: dict = {"settings": vars(args), "epochs": epochs,
+    if device.type == "cuda":
+        figures_device = torch.cuda.get_device_name(device)
+    else:
+        figures_device = "cpu"
+    figures: dict = {"settings": vars(args), "epochs": epochs, "device": figures_device,
                      "data": f"CIFAR-10 test split copy, {len(data.x_train)} train / {len(data.x_val)} val"}
     timings: dict = {}
 
-    # 1-2. supernets
-    for label, schedule in (("ps", args.ps), ("joint", args.joint)):
-        d = work / label
-        if not (d / "supernet.pt").exists():
-            t = time.time()
-            train_supernet(space, data, d, ShrinkConfig(schedule=schedule, seed=0), resume=True, progress=log)
-            timings[f"train_{label}_s"] = time.time() - t
-        figures[f"history_{label}"] = json.loads((d / "history.json").read_text())["history"]
-    ps, _ = load_supernet(work / "ps" / "supernet.pt", space)
-    joint, _ = load_supernet(work / "joint" / "supernet.pt", space)
-
-    # 3. ten seeded random subnets
+    # 3. ten seeded random subnets (drawn first: the scratch stage needs no supernet)
     rng = np.random.default_rng(2024)
     archs = [space.sample(rng) for _ in range(args.subnets)]
 
-    def one(i: int) -> dict:
-        a = archs[i]
-        t = time.time()
+    def scratch(i: int) -> dict:
+        a, t = archs[i], time.time()
+        model = space.build(a, data.num_classes, data.in_channels, seed=i)
+        model = model.to(device, memory_format=torch.channels_last)
+        x_tr, x_val = data.at_resolution(space.resolution(a))
+        recipe = TrainRecipe(epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment)
+        train_model(model, x_tr, data.y_train, recipe, seed=i)
+        acc = evaluate_accuracy(model, x_val, data.y_val)
+        log(f"subnet {i}: scratch {acc:.2f}")
+        return {"scratch": acc, "scratch_train_s": time.time() - t}
+
+    if args.stage == "scratch":
+        for i in range(shard, args.subnets, n_shards):
+            cached(work / f"scratch{i}.json", lambda i=i: scratch(i))
+        return
+
+    # 1-2. supernets
+    for label, schedule in (("ps", args.ps), ("joint", args.joint)):
+        if args.stage not in ("all", label):
+            continue
+        d = work / label
+        if not (d / "supernet.pt").exists():
+            t = time.time()
+            cfg = ShrinkConfig(schedule=schedule, seed=0, batch_size=args.batch_size, lr=args.lr,
+                               augment=args.augment)
+            train_supernet(space, data, d, cfg, resume=True, progress=log, device=device)
+            timings[f"train_{label}_s"] = time.time() - t
+        figures[f"history_{label}"] = json.loads((d / "history.json").read_text())["history"]
+    if args.stage in ("ps", "joint"):
+        return
+    ps, _ = load_supernet(work / "ps" / "supernet.pt", space)
+    ps = ps.to(device)
+    tag = f"v{args.pair_val}_r{args.pair_recal}"
+    pair_sets = ((args.pairs, 11, work / f"pairs_train_{tag}.jsonl"),
+                 (args.holdout, 12, work / f"pairs_test_{tag}.jsonl"))
+    if args.stage == "pairs":  # shard i measures every n-th pair into its own cache, gathered below
+        for n, seed, path in pair_sets:
+            measure_pairs(ps, data, n, seed, args.pair_recal, args.pair_val, path.with_suffix(f".{shard}.jsonl"),
+                          log, shard=(shard, n_shards))
+        return
+    joint, _ = load_supernet(work / "joint" / "supernet.pt", space)
+    joint = joint.to(device)
+
+    def supernet_eval(i: int) -> dict:
+        a, t = archs[i], time.time()
         acc_ps = evaluate_subnet(ps, a, data, args.recal)[1]
         acc_joint = evaluate_subnet(joint, a, data, args.recal)[1]
-        t_sup = time.time() - t
-        t = time.time()
-        model = space.build(a, data.num_classes, data.in_channels, seed=i).to(memory_format=torch.channels_last)
-        x_tr, x_val = data.at_resolution(space.resolution(a))
-        train_model(model, x_tr, data.y_train, TrainRecipe(epochs=epochs, batch_size=32), seed=i)
-        acc_scratch = evaluate_accuracy(model, x_val, data.y_val)
-        row = {"arch": a, "ps": acc_ps, "joint": acc_joint, "scratch": acc_scratch,
-               "supernet_eval_s": t_sup, "scratch_train_s": time.time() - t}
-        log(f"subnet {i}: PS {acc_ps:.2f}  joint {acc_joint:.2f}  scratch {acc_scratch:.2f}")
-        return row
+        return {"arch": a, "ps": acc_ps, "joint": acc_joint, "supernet_eval_s": time.time() - t}
 
-    rows = [cached(work / f"subnet{i}.json", lambda i=i: one(i)) for i in range(args.subnets)]
+    rows = []
+    for i in range(args.subnets):
+        row = {**cached(work / f"subnet{i}.json", lambda i=i: supernet_eval(i)),
+               **cached(work / f"scratch{i}.json", lambda i=i: scratch(i))}
+        log(f"subnet {i}: PS {row['ps']:.2f}  joint {row['joint']:.2f}  scratch {row['scratch']:.2f}")
+        rows.append(row)
     ps_m, jo_m, sc_m = (float(np.mean([r[k] for r in rows])) for k in ("ps", "joint", "scratch"))
     figures["subnets"] = rows
     figures["subnets_mean"] = {"ps": ps_m, "joint": jo_m, "scratch": sc_m,
@@ -190,11 +238,10 @@ def main() -> None:
 
     # 4. accuracy predictor
     t = time.time()
-    tag = f"v{args.pair_val}_r{args.pair_recal}"
-    tr_archs, tr_acc = measure_pairs(ps, data, args.pairs, 11, args.pair_recal, args.pair_val,
-                                     work / f"pairs_train_{tag}.jsonl", log)
-    te_archs, te_acc = measure_pairs(ps, data, args.holdout, 12, args.pair_recal, args.pair_val,
-                                     work / f"pairs_test_{tag}.jsonl", log)
+    (tr_archs, tr_acc), (te_archs, te_acc) = (
+        measure_pairs(ps, data, n, seed, args.pair_recal, args.pair_val, path, log,
+                      extra_caches=sorted(path.parent.glob(path.stem + ".*.jsonl")))
+        for n, seed, path in pair_sets)
     timings["pairs_s"] = time.time() - t
     t = time.time()
     pred = AccuracyPredictor(space).fit(tr_archs, tr_acc)
@@ -210,6 +257,12 @@ def main() -> None:
         "baseline_rmse_mean": float(np.sqrt(np.mean((te.mean() - te) ** 2))),
     }
     log(f"predictor: {figures['predictor']}")
+
+    if args.no_specialize:
+        figures["timings_s"] = {**timings, "total_this_invocation": time.time() - t_start}
+        log(f"wrote {save(Path(args.out).stem, figures)}")
+        return
+    ps = ps.cpu()
 
     # 5. finder speed
     figures["finder_speed"] = []

@@ -158,6 +158,30 @@ def test_specialize_end_to_end(micro, tmp_path):
     assert len((out / "accuracy_pairs.jsonl").read_text().splitlines()) == 12
 
 
+def test_sharded_accuracy_pairs_are_gathered_without_measuring_again(micro, tmp_path, monkeypatch):
+    from edgenas.data import load_synthetic_dataset
+    from edgenas.supernets import specialize as spec
+    from edgenas.supernets.shrinking import ShrinkConfig, train_supernet
+
+    data = load_synthetic_dataset(n=96, classes=4, size=12).subset(64, 32)
+    net = train_supernet(micro, data, tmp_path / "sn", ShrinkConfig(schedule="full:1", batch_size=16,
+                                                                    eval_images=8)).supernet
+    whole, whole_acc = spec.measure_pairs(net, data, 7, seed=3, recal=16)
+    shards = [spec.measure_pairs(net, data, 7, 3, 16, cache=tmp_path / f"p.{i}.jsonl", shard=(i, 3))
+              for i in range(3)]
+    assert [len(a) for a, _ in shards] == [3, 2, 2]
+    assert [micro.key(a) for a in shards[1][0]] == [micro.key(a) for a in whole[1::3]]
+
+    def no_measuring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a cached pair was measured again")
+
+    monkeypatch.setattr(spec, "evaluate_subnet", no_measuring)
+    archs, accs = spec.measure_pairs(net, data, 7, 3, 16, cache=tmp_path / "p.jsonl",
+                                     extra_caches=sorted(tmp_path.glob("p.*.jsonl")))
+    assert [micro.key(a) for a in archs] == [micro.key(a) for a in whole]
+    assert np.allclose(accs, whole_acc)
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def _cli(*args: str):
     import os
@@ -187,6 +211,10 @@ def test_cli_train_then_bad_inputs_exit_2(tmp_path):
     bad = _cli("ofa", "specialize", "--supernet", str(tmp_path / "nothing"), "--data", "synthetic", "--targets",
                "raspi4", "--latency-ms", "1", "--out", str(tmp_path / "spec"))
     assert bad.returncode == 2 and "not found" in bad.stderr
+    device = _cli("ofa", "train", "--space", "tests.micro_space:micro_space", "--data", "synthetic", "--device",
+                  "gpu0", "--out", str(tmp_path / "dev"))
+    assert device.returncode == 2 and "unknown device 'gpu0'; use cpu, cuda" in device.stderr
+    assert not (tmp_path / "dev").exists()
 
 
 def test_supernet_estimator_in_a_search(micro, tmp_path):

@@ -60,14 +60,21 @@ def evaluate_subnet(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int =
 
 def measure_pairs(net: OFAMobileNetV3, data: Dataset, n: int, seed: int = 0, recal: int = 500,
                   val: int | None = None, cache: Path | None = None,
-                  progress: Callable[[str], None] | None = None) -> tuple[list[Arch], list[float]]:
+                  progress: Callable[[str], None] | None = None, shard: tuple[int, int] = (0, 1),
+                  extra_caches: Sequence[Path] = ()) -> tuple[list[Arch], list[float]]:
     """``n`` seeded random subnets and their recalibrated accuracies; with ``cache`` (JSONL) every pair
-    is appended as it is measured and re-used on the next call (resumable)."""
+    is appended as it is measured and re-used on the next call (resumable). ``shard=(i, k)`` measures only
+    every k-th subnet from the i-th (for processes working side by side, each with its own cache; the
+    pairs returned are then that share); ``extra_caches`` are further JSONL files to re-use pairs from."""
     rng = np.random.default_rng(seed)
     archs = [net.space.sample(rng) for _ in range(n)]
+    i_shard, n_shards = shard
+    archs = archs[i_shard::n_shards]
     have: dict[str, float] = {}
-    if cache is not None and cache.exists():
-        for line in cache.read_text().splitlines():
+    for path in [*extra_caches, *([cache] if cache is not None else [])]:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
                 have[net.space.key(row["arch"])] = float(row["accuracy"])
@@ -83,8 +90,8 @@ def measure_pairs(net: OFAMobileNetV3, data: Dataset, n: int, seed: int = 0, rec
                 with open(cache, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"arch": arch, "accuracy": have[key]}) + "\n")
         accs.append(have[key])
-        if progress and ((i + 1) % 25 == 0 or i + 1 == n):
-            progress(f"accuracy pairs: {i + 1}/{n} ({time.time() - t0:.0f} s)")
+        if progress and ((i + 1) % 25 == 0 or i + 1 == len(archs)):
+            progress(f"accuracy pairs: {i + 1}/{len(archs)} ({time.time() - t0:.0f} s)")
     return archs, accs
 
 
