@@ -5,6 +5,10 @@ ones as COMPLETE with their objective values, infeasible ones (a constraint fail
 estimator never ran) as PRUNED. The architecture and every metric ride along as user attributes, so the
 study alone is enough to resume a search, to rebuild a strategy by replay, or to open it in Optuna's own
 tools. ``trials.csv`` and ``pareto.json`` are rewritten atomically after each trial.
+
+Several processes may open one store at once (workers sharing a search): creating the study's tables is
+serialised by an exclusive lock on ``OUT/study.db.lock`` (SQLite would otherwise let two of them race to
+create the same tables and one fail).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import csv
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,23 @@ class TrialRecord:
                 "seconds": round(self.seconds, 3)}
 
 
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block; where the platform
+    has no ``fcntl`` (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class TrialStore:
     """Stores trials of one search in ``out_dir`` (see the module docstring)."""
 
@@ -53,10 +75,11 @@ class TrialStore:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "study.db"
         self.directions = list(directions)
-        self.study = optuna.create_study(
-            storage=f"sqlite:///{self.path}", study_name=STUDY_NAME, directions=self.directions,
-            load_if_exists=True,
-        )
+        with exclusive_lock(self.out_dir / "study.db.lock"):
+            self.study = optuna.create_study(
+                storage=f"sqlite:///{self.path}", study_name=STUDY_NAME, directions=self.directions,
+                load_if_exists=True,
+            )
 
     @classmethod
     def open(cls, out_dir: str | Path) -> TrialStore:

@@ -210,3 +210,22 @@ def test_cli_evaluate_validates_arch_json(tmp_path, micro):
     bad.write_text(json.dumps({**micro.extreme(), "s2.depth": 7}))
     r = _cli("evaluate", str(bad), "--space", MICRO, "--data", "synthetic")
     assert r.returncode == 2 and r.stderr.strip() == "edgenas: error: stage 2 depth 7 not in {1, 2}"
+
+
+
+def test_processes_creating_one_store_at_once_all_succeed(tmp_path):
+    import multiprocessing
+
+    from tests.store_worker import open_store_at_once
+
+    ctx = multiprocessing.get_context("spawn")
+    for rep in range(2):  # without the creation lock, SQLite's table creation races (most runs failed)
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=open_store_at_once, args=(str(tmp_path / f"s{rep}"), barrier, results))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert outcomes == ["ok"] * 4, outcomes
