@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--augment", action="store_true", help="random crops and flips, supernets and scratch alike")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--kd-ratio", type=float, default=1.0, help="distillation weight of the PS supernet's later phases")
     ap.add_argument("--stage", default="all", choices=("all", "ps", "joint", "scratch", "pairs"),
                     help="run one independent stage and stop (to run stages side by side), or all")
     ap.add_argument("--shard", default="0/1", help="i/n: this process's share of --stage scratch or pairs")
@@ -198,7 +199,7 @@ def main() -> None:
         if not (d / "supernet.pt").exists():
             t = time.time()
             cfg = ShrinkConfig(schedule=schedule, seed=0, batch_size=args.batch_size, lr=args.lr,
-                               augment=args.augment)
+                               augment=args.augment, kd_ratio=args.kd_ratio)
             train_supernet(space, data, d, cfg, resume=True, progress=log, device=device)
             timings[f"train_{label}_s"] = time.time() - t
         figures[f"history_{label}"] = json.loads((d / "history.json").read_text())["history"]
