@@ -215,6 +215,11 @@ def test_cli_train_then_bad_inputs_exit_2(tmp_path):
                   "gpu0", "--out", str(tmp_path / "dev"))
     assert device.returncode == 2 and "unknown device 'gpu0'; use cpu, cuda" in device.stderr
     assert not (tmp_path / "dev").exists()
+    on_cpu = _cli("ofa", "predictor", "--supernet", str(out), "--data", "synthetic", "--max-train", "48",
+                  "--max-val", "16", "--pairs", "10", "--holdout", "0", "--recal", "16", "--device", "auto",
+                  "--out", str(tmp_path / "acc.npz"))
+    assert on_cpu.returncode == 0, on_cpu.stderr
+    assert (tmp_path / "acc.npz").exists()
 
 
 def test_supernet_estimator_in_a_search(micro, tmp_path):

@@ -47,6 +47,9 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+DEVICE_HELP = "Where to run the networks: cpu | cuda | cuda:N | mps | auto (a CUDA GPU when one is visible)."
+
+
 @ofa_app.command("train")
 def train(
     out: Path = typer.Option(..., "--out", help="Folder for checkpoints (last.pt, phase*.pt, supernet.pt) and curves."),
@@ -64,7 +67,7 @@ def train(
     max_val: int = typer.Option(None, help="Use only the first N validation images."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     augment: bool = typer.Option(False, "--augment", help="Random crops of padded images and horizontal flips."),
-    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps | auto (a CUDA GPU when one is visible)."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Train an OFA supernet by progressive shrinking (resumable: --resume)."""
     from edgenas.estimators.train import torch_device
@@ -89,16 +92,20 @@ def train(
                f"--out {out / 'specialized'}")
 
 
-def _load(supernet: str, data: str, max_train: int | None, max_val: int | None):  # noqa: ANN202
+def _load(supernet: str, data: str, max_train: int | None, max_val: int | None,  # noqa: ANN202
+          device: str = "cpu"):
+    """The supernet and the data, both on ``device``."""
+    from edgenas.estimators.train import torch_device
     from edgenas.supernets.shrinking import load_supernet
 
+    dev = torch_device(device)
     net, blob = load_supernet(supernet)
     d = _data(data, max_train, max_val)
     if (d.num_classes, d.in_channels) != (net.num_classes, net.in_channels):
         raise EdgenasError(f"supernet '{blob['path']}' was trained for {net.num_classes} classes and "
                            f"{net.in_channels} input channels; the data '{data}' has {d.num_classes} and "
                            f"{d.in_channels}")
-    return net, d
+    return net.to(dev), d.to(dev)
 
 
 @ofa_app.command("predictor")
@@ -113,6 +120,7 @@ def predictor(
     seed: int = typer.Option(0, help="Seed of the sampled subnets."),
     max_train: int = typer.Option(None, help="Use only the first N training images."),
     max_val: int = typer.Option(None, help="Use only the first N validation images."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Measure (subnet, accuracy) pairs on the supernet and fit the accuracy predictor (resumable)."""
     import numpy as np
@@ -121,7 +129,7 @@ def predictor(
     from edgenas.estimators.accuracy_predictor import AccuracyPredictor
     from edgenas.supernets.specialize import measure_pairs
 
-    net, d = _load(supernet, data, max_train, max_val)
+    net, d = _load(supernet, data, max_train, max_val, device)
     cache = out.with_name(out.stem + "_pairs.jsonl")
     archs, accs = measure_pairs(net, d, pairs, seed, recal, val, cache, _say)
     pred = AccuracyPredictor(net.space, random_state=seed).fit(archs, accs)
@@ -154,6 +162,8 @@ def specialize_command(
     max_train: int = typer.Option(None, help="Use only the first N training images."),
     max_val: int = typer.Option(None, help="Use only the first N validation images."),
     bench_data: str = typer.Option(None, help="Reference data folder for named devices' tables ($EDGENAS_DATA)."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP + " Accuracy pairs and evaluation run there; "
+                                                         "latency is always that of the targets."),
 ) -> None:
     """Find, extract, recalibrate, evaluate and export one subnet per target; print the cross table."""
     from edgenas.estimators.accuracy_predictor import AccuracyPredictor
@@ -168,7 +178,7 @@ def specialize_command(
         raise EdgenasError(f"--latency-ms takes comma-separated numbers, got '{latency_ms}'") from None
     if len(budgets) == 1 and len(specs) > 1:
         budgets = budgets * len(specs)
-    net, d = _load(supernet, data, max_train, max_val)
+    net, d = _load(supernet, data, max_train, max_val, device)
     pred = AccuracyPredictor.load(predictor_path, net.space) if predictor_path else None
     res = specialize(net, d, data, specs, budgets, out, pred, pairs=pairs, recal=recal, generations=generations,
                      population=population, seed=seed, progress=_say)

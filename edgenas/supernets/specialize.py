@@ -167,6 +167,7 @@ def specialize(net: OFAMobileNetV3, data: Dataset, data_spec: str, targets: Sequ
                 break
             search_budget *= 0.97 * budget / measured  # the surrogate was optimistic here: tighten and retry
         model, acc = evaluate_subnet(net, arch, data, recal, None, seed)
+        model = model.cpu()  # exported and saved from the CPU, wherever the supernet runs
         row = {"target": spec, "budget_ms": float(budget), "latency_model": how, "arch": arch,
                "predicted_accuracy": res.accuracy, "accuracy": acc, "latency_ms": measured or res.latency,
                "meets_budget": (measured or res.latency) <= budget, "search_seconds": res.seconds,
@@ -211,7 +212,7 @@ def _check_onnx(model: torch.nn.Module, path: Path, data: Dataset, resolution: i
     import onnxruntime as ort
 
     _, x_val = data.at_resolution(resolution)
-    x = x_val[:4].contiguous()
+    x = x_val[:4].cpu().contiguous()
     with torch.no_grad():
         expected = model(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
