@@ -1,0 +1,102 @@
+"""ProxylessNAS quality under another from-scratch recipe: the derived architectures and the random peers of
+similar measured latency that ``bench/proxyless_targets.py`` stored, trained again with the recipe given here.
+
+The quality target (a derived arch at least as accurate as the mean of its 5 peers, same recipe) depends on
+the recipe: ``proxyless_targets.py`` trains 3 epochs, which favours shallow networks. This script re-uses the
+stored architectures (no search, no latency measurement, so the machine need not be quiet) and trains each
+with ``--epochs`` (and ``--augment``), one cached JSON per architecture under ``--work``; ``--shard i/n``
+splits the work across processes and a last run without it gathers the table.
+
+    python bench/proxyless_quality_recipe.py --from bench/results/proxyless_targets.json --epochs 8 --augment \\
+        --shard 0/2 &  # and --shard 1/2; then once more without --shard
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import save  # noqa: E402
+from edgenas.io import atomic_write_json  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench-data", default=os.environ.get("EDGENAS_DATA", str(ROOT.parent / "shared/data")))
+    ap.add_argument("--from", dest="source", default=str(ROOT / "bench/results/proxyless_targets.json"),
+                    help="a proxyless_targets result holding searches and quality peers")
+    ap.add_argument("--targets", default="tight,medium,loose")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--max-train", type=int, default=5000)
+    ap.add_argument("--work", default="runs/proxyless_quality_recipe")
+    ap.add_argument("--shard", default=None, help="i/n: train only this share, do not write the table")
+    args = ap.parse_args()
+
+    import torch
+
+    from edgenas.data import load_dataset
+    from edgenas.estimators.train import TrainEstimator, TrainRecipe
+    from edgenas.spaces import get_space
+
+    torch.set_num_threads(1)
+    source = json.loads(Path(args.source).read_text())
+    space = get_space("mbv3-tiny")
+    jobs = []
+    for name in args.targets.split(","):
+        if name not in source.get("quality", {}):
+            sys.exit(f"'{args.source}' has no quality results for target '{name}'")
+        jobs.append((name, "derived", source["searches"][name]["arch"]))
+        jobs += [(name, f"peer{i}", p["arch"]) for i, p in enumerate(source["quality"][name]["peers"])]
+    recipe = TrainRecipe(epochs=args.epochs, batch_size=32, augment=args.augment)
+    tag = f"e{args.epochs}{'_aug' if args.augment else ''}_n{args.max_train}"
+    work = Path(args.work) / tag
+    work.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(f"npz:{Path(args.bench_data) / 'cifar10'}").subset(args.max_train)
+    est = TrainEstimator(space, data, seed=0, recipe=recipe)
+    shard, n_shards = (int(v) for v in (args.shard or "0/1").split("/"))
+    results = {}
+    for i, (name, who, arch) in enumerate(jobs):
+        path = work / (hashlib.sha256(space.key(arch).encode()).hexdigest()[:16] + ".json")
+        if not path.exists() and i % n_shards == shard:
+            t = time.time()
+            atomic_write_json(path, {"arch": arch, "accuracy": est(arch), "seconds": time.time() - t})
+            print(f"{name} {who}: {json.loads(path.read_text())['accuracy']:.2f} %", flush=True)
+        if path.exists():
+            results[(name, who)] = json.loads(path.read_text())["accuracy"]
+    if args.shard is not None:
+        return
+    rows = {}
+    for name in args.targets.split(","):
+        peers = [results[(name, w)] for n, w, _ in jobs if n == name and w.startswith("peer")]
+        derived = results[(name, "derived")]
+        old = source["quality"][name]
+        rows[name] = {"derived": derived, "peers": peers, "peer_mean": float(np.mean(peers)),
+                      "peer_std": float(np.std(peers)), "derived_minus_peer_mean": derived - float(np.mean(peers)),
+                      "derived_at_least_mean": derived >= float(np.mean(peers)),
+                      "source_recipe": {"derived": old["derived_accuracy"], "peer_mean": old.get("peer_mean")}}
+        print(f"{name}: derived {derived:.2f} vs peers {float(np.mean(peers)):.2f} +- {float(np.std(peers)):.2f} "
+              f"({', '.join(f'{p:.1f}' for p in peers)}); with the source's recipe {old['derived_accuracy']:.2f} "
+              f"vs {old.get('peer_mean', float('nan')):.2f}", flush=True)
+    out = save(f"proxyless_quality_{Path(args.source).stem}_{tag}", {
+        "source": str(Path(args.source).relative_to(ROOT)) if Path(args.source).is_relative_to(ROOT) else args.source,
+        "source_recipe": source.get("quality_recipe"),
+        "recipe": (f"from scratch, {args.epochs} epochs, SGD-Nesterov lr 0.1 cosine, batch 32, label smoothing 0.1"
+                   f"{', random crops (pad 4) and flips' if args.augment else ''}, first {args.max_train} training "
+                   f"images, validated on the 2,000 held-out images, seed 0"),
+        "targets": rows})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
