@@ -163,11 +163,8 @@ def main() -> None:
     log(f"data: {len(data.x_train)} train / {len(data.x_val)} validation images, on {device}")
     space = get_space("mbv3-tiny")
     epochs = sum(int(p.split(":")[1]) for p in args.ps.split(","))
-    if device.type == "cuda":
-        figures_device = torch.cuda.get_device_name(device)
-    else:
-        figures_device = "cpu"
-    figures: dict = {"settings": vars(args), "epochs": epochs, "device": figures_device,
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    figures: dict = {"settings": vars(args), "epochs": epochs, "device": where,
                      "data": f"CIFAR-10 test split copy, {len(data.x_train)} train / {len(data.x_val)} val"}
     timings: dict = {}
 
