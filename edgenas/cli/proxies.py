@@ -56,6 +56,9 @@ def correlate_command(
     max_train: int | None = typer.Option(None, help="train on at most this many images"),
     time_every: int = typer.Option(10, help="also score every k-th architecture proxy by proxy (timing)"),
     standalone: bool = typer.Option(False, help="score every proxy on its own (no shared pass)"),
+    grasp_hvp: str = typer.Option("exact", help="GraSP's Hessian-vector product: exact (double backward) or "
+                                  "frozen (a forward difference with the activation pattern frozen: ~3x "
+                                  "faster, approximate; see docs/proxies.md)"),
     out: str | None = typer.Option(None, help="output folder (default runs/proxies/SPACE-seedS-nN)"),
     bench_data: str | None = typer.Option(None, help="reference-data folder (default $EDGENAS_DATA)"),
     threads: int = typer.Option(1, help="torch threads"),
@@ -70,6 +73,7 @@ def correlate_command(
     from rich.progress import Progress
 
     from edgenas.estimators.proxies import DEFAULT_MEMBERS, ENSEMBLE, PROXIES, get_proxy, parse_members
+    from edgenas.estimators.proxies.grasp import HVP_METHODS
     from edgenas.estimators.proxies.study import PUBLISHED_NB201, StudySettings, run_study
     from edgenas.evaluators import EvalContext
     from edgenas.spaces import get_space
@@ -79,6 +83,8 @@ def correlate_command(
     names = tuple(PROXIES) if proxies == "all" else tuple(p.strip() for p in proxies.split(",") if p.strip())
     for name in names:
         get_proxy(name)
+    if grasp_hvp not in HVP_METHODS:
+        raise EdgenasError(f"unknown --grasp-hvp '{grasp_hvp}'; use one of {', '.join(HVP_METHODS)}")
     members: tuple[str, ...] = ()
     if ensemble != "none":
         members = DEFAULT_MEMBERS if ensemble == ENSEMBLE else parse_members(ensemble)
@@ -92,7 +98,7 @@ def correlate_command(
             data = "digits"
     settings = StudySettings(space=space, data=data, archs=archs, batch=batch, seed=seed, proxies=names,
                              ensemble=members, share=not standalone, time_every=time_every,
-                             accuracy=accuracy, epochs=epochs, max_train=max_train)
+                             accuracy=accuracy, epochs=epochs, max_train=max_train, grasp_hvp=grasp_hvp)
     folder = out or f"runs/proxies/{resolved_space.name}-seed{seed}-n{archs}"
     console = Console()
     with Progress(console=console, transient=True) as bar:

@@ -44,6 +44,8 @@ class ConvBNAct(nn.Sequential):
 class SqueezeExcite(nn.Module):
     """Channel attention of Hu et al. (CVPR 2018) with MobileNetV3's hard-sigmoid gate."""
 
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
+
     def __init__(self, channels: int, reduction: int = 4, divisor: int = 8) -> None:
         super().__init__()
         hidden = make_divisible(channels / reduction, divisor)
@@ -62,6 +64,8 @@ class MBConv(nn.Module):
 
     The residual connection is used when the stride is 1 and the channel count is unchanged.
     """
+
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
 
     def __init__(
         self,

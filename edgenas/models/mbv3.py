@@ -20,6 +20,8 @@ from edgenas.spaces.mbv3 import MBV3Space
 class MBV3Net(nn.Module):
     """A MobileNetV3-style network: ``stem -> first block -> stages -> head``."""
 
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
+
     def __init__(self, stem: nn.Module, blocks: nn.Sequential, head: nn.Module, classifier: nn.Module):
         super().__init__()
         self.stem, self.blocks, self.head, self.classifier = stem, blocks, head, classifier

@@ -49,6 +49,8 @@ class AvgPool3x3(nn.AvgPool2d):
     the plain pooling op.
     """
 
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
+
     def __init__(self, channels: int) -> None:
         super().__init__(3, stride=1, padding=1, count_include_pad=False)
         self.channels = int(channels)
@@ -93,6 +95,8 @@ class NB201Cell(nn.Module):
     inputs is all zeros.
     """
 
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
+
     def __init__(self, ops: list[str], channels: int) -> None:
         super().__init__()
         self.op_names = list(ops)
@@ -116,6 +120,8 @@ class ResidualReduction(nn.Module):
     """NB201's reduction block: a ResNet basic block with stride 2 (He et al., CVPR 2016) whose shortcut is
     2x2 average pooling followed by a 1x1 conv."""
 
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
+
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.conv_a = ReLUConvBN(cin, cout, 3, stride=2)
@@ -128,6 +134,8 @@ class ResidualReduction(nn.Module):
 
 class NB201Net(nn.Module):
     """``stem -> cells/reductions -> BN-ReLU -> global pooling -> linear``."""
+
+    PIECEWISE_ONLY_IN_SUBMODULES = True  # kinks only in activation modules (proxies.activation_pattern)
 
     def __init__(self, ops: list[str], num_classes: int, in_channels: int, cfg: NB201Config) -> None:
         super().__init__()

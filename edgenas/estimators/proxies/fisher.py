@@ -16,6 +16,7 @@ from torch import nn
 from edgenas.estimators.proxies.base import (
     Batch,
     ModelLike,
+    channels_last,
     classification_loss,
     fresh_model,
     run_forward,
@@ -29,7 +30,7 @@ def fisher(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """``sum_l sum_c 1/2 mean_n (sum_hw a * dL/da)^2`` (higher is better)."""
     x, y = batch
     with seeded(seed):
-        net = train_mode(fresh_model(model))
+        net = channels_last(train_mode(fresh_model(model)))
         totals: list[torch.Tensor] = []
 
         def on_output(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:

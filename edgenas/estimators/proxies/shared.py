@@ -4,8 +4,9 @@ naswot, grad_norm, snip, fisher, grasp and jacob_cov all run the same network in
 batch. Scored one by one they cost six forward passes and seven backward passes; here one forward pass
 (hooks collect NASWOT's codes and Fisher's activations) feeds one cross-entropy backward (grad_norm, snip,
 Fisher and GraSP's ``g``, kept differentiable when GraSP is asked for), one backward of the summed logits
-to the input (jacob_cov) and one double backward (GraSP's ``H g``). Each score equals its standalone
-proxy's (the tests check it); only the time per proxy is no longer separable.
+to the input (jacob_cov) and GraSP's ``H g``: one forward and backward pass more with the activation
+pattern of the shared forward pass frozen, or one double backward (``hvp``, see :mod:`.grasp`). Each score
+equals its standalone proxy's (the tests check it); only the time per proxy is no longer separable.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgenas.estimators.proxies.activation_pattern import FrozenActivationPattern
 from edgenas.estimators.proxies.base import (
     Batch,
     ModelLike,
+    channels_last,
     cross_entropy,
     fresh_model,
     run_forward,
@@ -26,7 +29,7 @@ from edgenas.estimators.proxies.base import (
     train_mode,
     weight_layers,
 )
-from edgenas.estimators.proxies.grasp import _hvp_finite_difference
+from edgenas.estimators.proxies.grasp import _hvp_finite_difference, grasp_score, hvp_frozen_difference, resolve_hvp
 from edgenas.estimators.proxies.jacob_cov import correlation_score
 from edgenas.estimators.proxies.naswot import CodeKernel
 
@@ -67,8 +70,9 @@ class _FisherCollector:
 
 
 def shared_scores(model: ModelLike, batch: Batch, seed: int = 0,
-                  names: Sequence[str] = SHARED) -> dict[str, float]:
-    """The scores of ``names`` (a subset of :data:`SHARED`) from one shared pass."""
+                  names: Sequence[str] = SHARED, hvp: str = "exact") -> dict[str, float]:
+    """The scores of ``names`` (a subset of :data:`SHARED`) from one shared pass; ``hvp`` is GraSP's
+    Hessian-vector product method (:func:`~edgenas.estimators.proxies.grasp.grasp`)."""
     wanted = [n for n in SHARED if n in names]
     x, y = batch
     out_scores: dict[str, float] = {}
@@ -76,11 +80,16 @@ def shared_scores(model: ModelLike, batch: Batch, seed: int = 0,
         return out_scores
     with seeded(seed):
         net = train_mode(fresh_model(model))
+        exact_grasp = "grasp" in wanted and resolve_hvp(net, hvp) == "exact"
+        if not exact_grasp:  # channels-last slows the double backward down, and speeds the rest up
+            net = channels_last(net)
         layers = weight_layers(net)
         weights = [layer.weight for layer in layers]
         codes = CodeKernel(net, len(x)) if "naswot" in wanted else None
         fisher = _FisherCollector(layers) if "fisher" in wanted else None
         need_jac, need_grasp = "jacob_cov" in wanted, "grasp" in wanted
+        frozen = need_grasp and not exact_grasp
+        pattern = FrozenActivationPattern(net) if frozen else None
 
         def compute() -> float:
             inp = x.detach().clone().requires_grad_(need_jac)
@@ -99,8 +108,8 @@ def shared_scores(model: ModelLike, batch: Batch, seed: int = 0,
             if any(n in wanted for n in _NEED_LOSS_GRAD):
                 loss = cross_entropy(out, y)
                 try:
-                    grads = torch.autograd.grad(loss, weights, create_graph=need_grasp, retain_graph=True,
-                                                allow_unused=True)
+                    grads = torch.autograd.grad(loss, weights, create_graph=need_grasp and not frozen,
+                                                retain_graph=True, allow_unused=True)
                 finally:
                     if fisher is not None:
                         fisher.stop_backward()
@@ -111,15 +120,23 @@ def shared_scores(model: ModelLike, batch: Batch, seed: int = 0,
                 if fisher is not None:
                     out_scores["fisher"] = fisher.score()
             if need_jac:
-                (jx,) = torch.autograd.grad(out.sum(), inp, retain_graph=need_grasp, allow_unused=True)
+                (jx,) = torch.autograd.grad(out.sum(), inp, retain_graph=need_grasp and not frozen,
+                                            allow_unused=True)
                 out_scores["jacob_cov"] = (
                     float("nan") if jx is None else correlation_score(jx.reshape(len(inp), -1).numpy())
                 )
-            if need_grasp:
+            if pattern is not None:
+                del out
+                out_scores["grasp"] = grasp_score(weights, hvp_frozen_difference(net, weights, g, pattern, x, y))
+            elif need_grasp:
                 out_scores["grasp"] = _grasp_from(net, weights, g, g_graph, x, y)
             return 0.0
 
-        run_forward(compute, "+".join(wanted))
+        try:
+            run_forward(compute, "+".join(wanted))
+        finally:
+            if pattern is not None:
+                pattern.remove()
     return out_scores
 
 
@@ -146,7 +163,4 @@ def _grasp_from(net: nn.Module, weights: Sequence[torch.Tensor], g: Sequence[tor
             hg = _hvp_finite_difference(net, list(weights), list(g), x, y)
     else:
         hg = [torch.zeros_like(w) for w in weights]
-    total = torch.zeros((), dtype=torch.float64)
-    for w, h in zip(weights, hg, strict=True):
-        total += (-w.detach().double() * h.double()).sum()
-    return float(total)
+    return grasp_score(list(weights), list(hg))

@@ -63,6 +63,7 @@ class StudySettings:
     accuracy: str = "auto"  # nb201: the table's cifar10 column; other spaces: "train"
     epochs: int = 3
     max_train: int | None = None
+    grasp_hvp: str = "exact"  # GraSP's Hessian-vector product (proxies.grasp)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,13 +120,13 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
 # ---------------------------------------------------------------------------------------------- scoring
 def score_arch(
     space: SearchSpace, arch: Arch, data: Any, names: Sequence[str], batch_size: int, seed: int,
-    share: bool = True, standalone_times: bool = False,
+    share: bool = True, standalone_times: bool = False, grasp_hvp: str = "exact",
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Scores and seconds of every proxy in ``names`` for one architecture.
 
     With ``share`` the data-dependent proxies come from one shared pass (its time under ``shared``);
     with ``standalone_times`` each of them is also run alone, timed under its own name (and its
-    standalone score must match the shared one).
+    standalone score must match the shared one). ``grasp_hvp`` is GraSP's Hessian-vector product method.
     """
     from edgenas.estimators.proxies.shared import SHARED, shared_scores
 
@@ -138,13 +139,13 @@ def score_arch(
     grouped = [n for n in names if share and n in SHARED]
     if grouped:
         t0 = time.perf_counter()
-        scores.update(shared_scores(model, batch, seed, grouped))
+        scores.update(shared_scores(model, batch, seed, grouped, hvp=grasp_hvp))
         seconds["shared"] = time.perf_counter() - t0
     for name in names:
         if name in grouped and not standalone_times:
             continue
         t0 = time.perf_counter()
-        value = get_proxy(name)(model, batch, seed)
+        value = get_proxy(name)(model, batch, seed, **({"hvp": grasp_hvp} if name == "grasp" else {}))
         seconds[name] = time.perf_counter() - t0
         if name in grouped:
             if not _same(value, scores[name]):
@@ -294,6 +295,7 @@ def run_study(
         scores, seconds = score_arch(
             space, arch, data, settings.proxies, settings.batch, settings.seed, share=settings.share,
             standalone_times=settings.share and settings.time_every > 0 and i % settings.time_every == 0,
+            grasp_hvp=settings.grasp_hvp,
         )
         acc = float(accuracies[i]) if use_table else float("nan")
         if not use_table:
@@ -359,6 +361,8 @@ class _Checkpoint:
             header = json.loads(lines[0])["settings"] if lines else None
         except (json.JSONDecodeError, KeyError, TypeError):
             header = None
+        if isinstance(header, dict):  # studies from before a setting existed ran with what is now its value
+            header = {"grasp_hvp": "exact", **header}
         if header != self.settings.to_json():
             raise EdgenasError(
                 f"'{self.path}' holds a study with other settings; pass another --out or delete the file"

@@ -29,6 +29,7 @@ from edgenas.estimators.proxies.base import (
     WEIGHT_LAYERS,
     Batch,
     ModelLike,
+    channels_last,
     fresh_model,
     logits,
     require_batchnorm,
@@ -105,7 +106,7 @@ def zen_score(model: ModelLike, batch: Batch, seed: int = 0, repeats: int = 1, a
     x_shape = tuple(batch[0].shape)
     with seeded(seed):
         # channels-last weights: the same function, about twice as fast on CPU for these small convs
-        net = train_mode(fresh_model(model)).to(memory_format=torch.channels_last)
+        net = channels_last(train_mode(fresh_model(model)))
         require_batchnorm(net, "zen")
         gaussian_init(net)
         bns = [m for m in net.modules() if isinstance(m, BATCHNORMS)]
