@@ -58,6 +58,9 @@ def main() -> None:
                     help="after the study, time all proxies on this many archs again, alone (0: skip); the "
                          "study's own times include whatever else ran on the machine")
     ap.add_argument("--time-every", type=int, default=20, help="score every k-th arch proxy by proxy too")
+    ap.add_argument("--grasp-frozen", action=argparse.BooleanOptionalAction, default=True,
+                    help="also score GraSP with the frozen-pattern forward difference on the main sample and compare "
+                         "it with the exact scores (about 2 s/arch; checkpointed under --work)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "proxies_nb201"), help="checkpoints")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxies_nb201.json"))
     args = ap.parse_args()
@@ -97,6 +100,12 @@ def main() -> None:
     n_var = min([n_var, len(main_result.records), *(len(r.records) for r in variance.values())])
 
     report = summarise(main_result, variance, n_var)
+    if args.grasp_frozen:
+        frozen_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
+                                        proxies=("grasp",), time_every=0, grasp_hvp="frozen")
+        frozen = run_study(frozen_settings, Path(args.work, f"seed{seeds[0]}_grasp_frozen"), args.bench_data,
+                           progress("grasp frozen"), time_limit=_seconds(args.main_minutes))
+        report["grasp_frozen"] = compare_grasp(main_result, frozen)
     if args.timing_archs > 0:
         report["timing_alone"] = time_alone(main_settings, args.bench_data, args.timing_archs)
     report.update(
@@ -113,10 +122,35 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def compare_grasp(exact: StudyResult, frozen: StudyResult) -> dict:
+    """GraSP by the frozen-pattern forward difference against the exact (double-backward) scores of the same
+    architectures, batch and initialisation."""
+    by_index = {r.index: r for r in frozen.records}
+    pairs = [(r.scores["grasp"], by_index[r.index].scores["grasp"], r.accuracy) for r in exact.records
+             if r.index in by_index]
+    e, f, acc = (np.array(v, dtype=np.float64) for v in zip(*pairs, strict=True))
+    rel = np.abs(f - e) / np.maximum(np.abs(e), 1e-12)
+    out = {
+        "archs": len(pairs),
+        "spearman_frozen_vs_exact": correlation(f, e)["spearman"],
+        "relative_error": {"median": float(np.median(rel)), "p90": float(np.percentile(rel, 90)),
+                           "max": float(rel.max())},
+        "share_within_5pct": float(np.mean(rel <= 0.05)),
+        "sign_flips": int(np.sum(np.sign(f) != np.sign(e))),
+        "spearman_with_accuracy": {"exact": correlation(e, acc)["spearman"], "frozen": correlation(f, acc)["spearman"]},
+    }
+    print(f"GraSP frozen vs exact on {out['archs']} archs: rho {out['spearman_frozen_vs_exact']:.3f}, median rel. "
+          f"error {out['relative_error']['median']:.3f}, {100 * out['share_within_5pct']:.0f} % within 5 %, "
+          f"{out['sign_flips']} sign flips; rho with accuracy exact {out['spearman_with_accuracy']['exact']:.3f}, "
+          f"frozen {out['spearman_with_accuracy']['frozen']:.3f}", flush=True)
+    return out
+
+
 def time_alone(settings: StudySettings, bench_data: str, n: int) -> dict:
     """Seconds per arch of all proxies (the study's shared pass plus the rest) and of each proxy alone, on
-    the first ``n`` archs of the study's sample, measured now in this process, one thread."""
-    from edgenas.estimators.proxies.shared import SHARED
+    the first ``n`` archs of the study's sample, measured now in this process, one thread; ``shared_frozen``
+    and ``all_as_run_frozen`` are the same with GraSP's frozen-pattern forward difference."""
+    from edgenas.estimators.proxies.shared import SHARED, shared_scores
     from edgenas.estimators.proxies.study import sample_archs, score_arch
     from edgenas.evaluators import EvalContext
     from edgenas.spaces import get_space
@@ -127,13 +161,20 @@ def time_alone(settings: StudySettings, bench_data: str, n: int) -> dict:
     for arch in sample_archs(space, n, settings.seed):
         _, seconds = score_arch(space, arch, data, settings.proxies, settings.batch, settings.seed,
                                 share=True, standalone_times=True)
-        seconds["all_as_run"] = seconds["shared"] + sum(
-            v for k, v in seconds.items() if k in settings.proxies and k not in SHARED)
+        rest = sum(v for k, v in seconds.items() if k in settings.proxies and k not in SHARED)
+        seconds["all_as_run"] = seconds["shared"] + rest
+        model = space.build(arch, data.num_classes, data.in_channels, settings.seed)
+        batch = data.batch(settings.batch, settings.seed, resolution=space.resolution(arch))
+        t0 = time.perf_counter()
+        shared_scores(model, batch, settings.seed, [n for n in settings.proxies if n in SHARED], hvp="frozen")
+        seconds["shared_frozen"] = time.perf_counter() - t0
+        seconds["all_as_run_frozen"] = seconds["shared_frozen"] + rest
         for k, v in seconds.items():
             per.setdefault(k, []).append(v)
     out = {k: float(np.mean(v)) for k, v in per.items()}
     out.update(archs=n, loadavg=os.getloadavg()[0], target_seconds=5.0)
-    print(f"alone, {n} archs: all proxies {out['all_as_run']:.2f} s/arch (shared pass {out['shared']:.2f} s); "
+    print(f"alone, {n} archs: all proxies {out['all_as_run']:.2f} s/arch (shared pass {out['shared']:.2f} s), "
+          f"{out['all_as_run_frozen']:.2f} s with GraSP frozen (shared pass {out['shared_frozen']:.2f} s); "
           + ", ".join(f"{k} {out[k]:.2f}" for k in settings.proxies), flush=True)
     return out
 

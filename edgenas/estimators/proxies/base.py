@@ -169,7 +169,7 @@ def weight_gradient_sum(model: ModelLike, batch: Batch, seed: int, proxy: str,
     ``batch`` in training mode: the skeleton of the pruning-at-init saliencies (grad_norm, SNIP), in float64."""
     x, y = batch
     with seeded(seed):
-        net = channels_last(train_mode(fresh_model(model)))
+        net = train_mode(fresh_model(model))
 
         def compute() -> float:
             classification_loss(net, x, y).backward()

@@ -16,7 +16,6 @@ from torch import nn
 from edgenas.estimators.proxies.base import (
     Batch,
     ModelLike,
-    channels_last,
     classification_loss,
     fresh_model,
     run_forward,
@@ -30,7 +29,7 @@ def fisher(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """``sum_l sum_c 1/2 mean_n (sum_hw a * dL/da)^2`` (higher is better)."""
     x, y = batch
     with seeded(seed):
-        net = channels_last(train_mode(fresh_model(model)))
+        net = train_mode(fresh_model(model))
         totals: list[torch.Tensor] = []
 
         def on_output(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:

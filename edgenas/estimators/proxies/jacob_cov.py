@@ -16,7 +16,6 @@ import torch
 from edgenas.estimators.proxies.base import (
     Batch,
     ModelLike,
-    channels_last,
     fresh_model,
     logits,
     run_forward,
@@ -41,7 +40,7 @@ def jacob_cov(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """The Jacobian-correlation score (higher is better)."""
     x, _ = batch
     with seeded(seed):
-        net = channels_last(train_mode(fresh_model(model)))
+        net = train_mode(fresh_model(model))
 
         def compute() -> float:
             inp = x.detach().clone().requires_grad_(True)

@@ -24,7 +24,6 @@ from edgenas.estimators.proxies.base import (
     RELU_FAMILY,
     Batch,
     ModelLike,
-    channels_last,
     fresh_model,
     logits,
     run_forward,
@@ -77,7 +76,7 @@ def naswot(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """``log |det K|`` of the activation-code kernel (higher is better)."""
     x, _ = batch
     with seeded(seed):
-        net = channels_last(train_mode(fresh_model(model)))
+        net = train_mode(fresh_model(model))
         codes = CodeKernel(net, len(x))
 
         def compute() -> float:
