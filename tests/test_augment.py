@@ -60,7 +60,15 @@ def test_training_with_augmentation_is_deterministic_and_differs_from_without():
     with_aug = trained(True)
     assert torch.equal(with_aug, trained(True))
     assert not torch.allclose(with_aug, trained(False))
-    assert 0 <= evaluate_accuracy(_net(), x, y) <= 100
+
+
+def test_evaluate_accuracy_is_the_share_of_argmax_hits():
+    x, y = _images(n=32), torch.arange(32) % 3
+    net = _net().eval()
+    with torch.no_grad():
+        hits = (net(x).argmax(1) == y).float().mean().item() * 100
+    assert evaluate_accuracy(net, x, y) == pytest.approx(hits)
+    assert evaluate_accuracy(net, x, (y + 1) % 3) != pytest.approx(hits)  # labels matter
 
 
 def test_device_names_are_checked():
