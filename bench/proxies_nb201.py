@@ -58,6 +58,11 @@ def main() -> None:
                     help="after the study, time all proxies on this many archs again, alone (0: skip); the "
                          "study's own times include whatever else ran on the machine")
     ap.add_argument("--time-every", type=int, default=20, help="score every k-th arch proxy by proxy too")
+    ap.add_argument("--replicate-archs", type=int, default=3000,
+                    help="a second, independent sample (seed of the second --seeds entry: other archs, batch and "
+                         "initialisation) scored with --replicate-proxies only, for the published-rho comparison "
+                         "(0: skip; about 1.2 s/arch)")
+    ap.add_argument("--replicate-proxies", default="grad_norm,snip")
     ap.add_argument("--grasp-frozen", action=argparse.BooleanOptionalAction, default=True,
                     help="also score GraSP with the frozen-pattern forward difference on the main sample and compare "
                          "it with the exact scores (about 2 s/arch; checkpointed under --work)")
@@ -100,6 +105,21 @@ def main() -> None:
     n_var = min([n_var, len(main_result.records), *(len(r.records) for r in variance.values())])
 
     report = summarise(main_result, variance, n_var)
+    if args.replicate_archs > 0:
+        rep_seed = seeds[1] if len(seeds) > 1 else seeds[0] + 1
+        rep_settings = StudySettings(space="nb201", data=data, archs=args.replicate_archs, batch=args.batch,
+                                     seed=rep_seed, proxies=tuple(args.replicate_proxies.split(",")), time_every=0)
+        replicate = run_study(rep_settings, Path(args.work, f"seed{rep_seed}_replicate_n{args.replicate_archs}"),
+                              args.bench_data, progress(f"replicate seed {rep_seed}"),
+                              time_limit=_seconds(args.main_minutes))
+        report["replicate"] = {"seed": rep_seed, "archs": len(replicate.records), "proxies": {
+            name: {"spearman": replicate.figures[name]["spearman"], "kendall": replicate.figures[name]["kendall"],
+                   "published_abs_spearman": PUBLISHED_NB201.get(name),
+                   "within_0.05": _within(replicate.figures[name]["spearman"], PUBLISHED_NB201.get(name))}
+            for name in rep_settings.proxies}}
+        print(f"replicate (seed {rep_seed}, {len(replicate.records)} archs): " + ", ".join(
+            f"{n} rho {r['spearman']:.3f} (published {r['published_abs_spearman']})"
+            for n, r in report["replicate"]["proxies"].items()), flush=True)
     if args.grasp_frozen:
         frozen_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
                                         proxies=("grasp",), time_every=0, grasp_hvp="frozen")
@@ -120,6 +140,10 @@ def main() -> None:
     scatter_grid(main_result, Path(args.out).with_name("proxies_nb201_scatter.png"))
     print_table(report)
     print(f"wrote {args.out}")
+
+
+def _within(rho: float, published: float | None) -> bool | None:
+    return None if published is None else bool(abs(abs(rho) - published) <= TOLERANCE)
 
 
 def compare_grasp(exact: StudyResult, frozen: StudyResult) -> dict:
