@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -10,12 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import replace_all_batch_norm_modules_
 
 from edgenas.errors import EdgenasError
 from edgenas.estimators.proxies import PROXIES, get_proxy, mean_rank_vote, parse_members, ranks, score
 from edgenas.estimators.proxies.ensemble import percentile_vote
-from edgenas.estimators.proxies.gradsign import batched_gradient_signs, per_sample_gradient_signs
 from edgenas.estimators.proxies.grasp import _gradients, _hvp_exact, _hvp_finite_difference
 from edgenas.estimators.proxies.jacob_cov import correlation_score
 from edgenas.estimators.proxies.shared import SHARED, shared_scores
@@ -147,41 +144,6 @@ def test_gradsign_equals_the_formula_on_two_samples() -> None:
     expected = float(signs.abs().sum())
     assert score("gradsign", net, (x, y)) == expected
     assert expected not in (0.0, 12.0)  # the case mixes agreeing and disagreeing signs
-
-
-def _general_signs(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    net = copy.deepcopy(net).train()
-    replace_all_batch_norm_modules_(net)
-    return per_sample_gradient_signs(net, x, y)
-
-
-def test_gradsign_batched_per_sample_gradients_equal_the_vmap_ones() -> None:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=True), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 6, 1, groups=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
-    )
-    x, y = batch(n=6, size=9)
-    general = _general_signs(net, x, y)
-    batched = batched_gradient_signs(copy.deepcopy(net).train(), x, y)
-    assert batched is not None and set(batched) == set(general)
-    for name, signs in general.items():
-        assert torch.equal(batched[name], signs), name
-    assert score("gradsign", net, (x, y)) == score("gradsign", net, (x, y), batched=False)
-
-
-def test_gradsign_takes_the_general_way_where_the_batched_one_does_not_apply() -> None:
-    torch.manual_seed(0)
-    shared = nn.Conv2d(4, 4, 3, padding=1, bias=False)
-    twice = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), shared, nn.ReLU(), shared, nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(4, 2))
-    conv1d = nn.Sequential(nn.Flatten(2), nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 62, 2))
-    x, y = torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 1, 0, 1])
-    for net in (twice, conv1d):
-        assert batched_gradient_signs(copy.deepcopy(net).train(), x, y) is None
-        assert score("gradsign", net, (x, y)) == score("gradsign", net, (x, y), batched=False)
 
 
 def test_gradsign_falls_back_to_batch_statistics_on_1x1_maps() -> None:
