@@ -119,6 +119,31 @@ def test_study_trains_scores_and_resumes(tmp_path: Path) -> None:
         run_study(other, tmp_path, train_fn=fake_train)
 
 
+def test_grasp_frozen_study_and_a_study_from_before_the_setting(tmp_path: Path) -> None:
+    settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=3, batch=8,
+                             proxies=("grasp", "fisher", "jacob_cov"), accuracy="train", time_every=1,
+                             grasp_hvp="frozen")
+    _, fake_train = counting_trainer()
+    frozen = run_study(settings, tmp_path / "frozen", train_fn=fake_train)  # shared vs standalone checked
+    exact = run_study(StudySettings(**{**settings.__dict__, "grasp_hvp": "exact"}), tmp_path / "exact",
+                      train_fn=fake_train)
+    f, e = frozen.scores("grasp"), exact.scores("grasp")
+    assert np.all(np.isfinite(f)) and not np.array_equal(f, e)
+    assert np.allclose(frozen.scores("fisher"), exact.scores("fisher"), rtol=2e-2)
+    # a checkpoint written before grasp_hvp existed holds exact scores: it resumes as exact, not as frozen
+    checkpoint = tmp_path / "exact" / "checkpoint.jsonl"
+    lines = checkpoint.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["settings"]["grasp_hvp"]
+    checkpoint.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    calls, fake_train = counting_trainer()
+    again = run_study(StudySettings(**{**settings.__dict__, "grasp_hvp": "exact"}), tmp_path / "exact",
+                      train_fn=fake_train)
+    assert calls == [] and np.array_equal(again.scores("grasp"), e)
+    with pytest.raises(EdgenasError, match="other settings"):
+        run_study(settings, tmp_path / "exact", train_fn=fake_train)
+
+
 def test_time_limit_reports_what_was_scored_and_resumes(tmp_path: Path) -> None:
     settings = StudySettings(space="mbv3-tiny", data="synthetic", archs=5, batch=8, proxies=("params",),
                              ensemble=(), accuracy="train", time_every=0)
@@ -178,6 +203,7 @@ def test_correlate_command_on_mbv3_tiny(tmp_path: Path) -> None:
     (["--archs", "2"], "at least 3 architectures"),
     (["--shard", "1of2"], "--shard takes K/N"),
     (["--shard", "3/2"], "shard 3/2 is not one of"),
+    (["--grasp-hvp", "fast"], "unknown --grasp-hvp 'fast'"),
 ])
 def test_correlate_command_bad_input_exits_2(tmp_path: Path, args: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str],
