@@ -80,15 +80,14 @@ def shared_scores(model: ModelLike, batch: Batch, seed: int = 0,
         return out_scores
     with seeded(seed):
         net = train_mode(fresh_model(model))
-        exact_grasp = "grasp" in wanted and resolve_hvp(net, hvp) == "exact"
-        if not exact_grasp:  # channels-last slows the double backward down, and speeds the rest up
+        frozen = "grasp" in wanted and resolve_hvp(net, hvp) == "frozen"
+        if frozen:  # as standalone frozen GraSP: channels-last speeds the passes up (it slows a double backward)
             net = channels_last(net)
         layers = weight_layers(net)
         weights = [layer.weight for layer in layers]
         codes = CodeKernel(net, len(x)) if "naswot" in wanted else None
         fisher = _FisherCollector(layers) if "fisher" in wanted else None
         need_jac, need_grasp = "jacob_cov" in wanted, "grasp" in wanted
-        frozen = need_grasp and not exact_grasp
         pattern = FrozenActivationPattern(net) if frozen else None
 
         def compute() -> float:
