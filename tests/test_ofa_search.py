@@ -175,11 +175,46 @@ def test_sharded_accuracy_pairs_are_gathered_without_measuring_again(micro, tmp_
     def no_measuring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a cached pair was measured again")
 
-    monkeypatch.setattr(spec, "evaluate_subnet", no_measuring)
+    monkeypatch.setattr(spec, "subnet_hits", no_measuring)
     archs, accs = spec.measure_pairs(net, data, 7, 3, 16, cache=tmp_path / "p.jsonl",
                                      extra_caches=sorted(tmp_path.glob("p.*.jsonl")))
     assert [micro.key(a) for a in archs] == [micro.key(a) for a in whole]
     assert np.allclose(accs, whole_acc)
+
+
+def test_pairs_keep_per_image_hits_for_the_noise_estimate(micro, tmp_path, monkeypatch):
+    """keep_hits stores which validation images each subnet gets right, consistent with its accuracy;
+    cached pairs without them are measured again, pairs with them are not."""
+    from edgenas.data import load_synthetic_dataset
+    from edgenas.supernets import specialize as spec
+    from edgenas.supernets.shrinking import ShrinkConfig, train_supernet
+
+    data = load_synthetic_dataset(n=96, classes=4, size=12).subset(64, 32)
+    net = train_supernet(micro, data, tmp_path / "sn", ShrinkConfig(schedule="full:1", batch_size=16,
+                                                                    eval_images=8)).supernet
+    n_val = len(data.x_val)
+    plain, plain_acc = spec.measure_pairs(net, data, 4, seed=5, recal=16, cache=tmp_path / "h.jsonl")
+    assert spec.cached_hits(net, plain, n_val, [tmp_path / "h.jsonl"]) is None
+    calls = []
+    real = spec.subnet_hits
+    monkeypatch.setattr(spec, "subnet_hits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    archs, accs = spec.measure_pairs(net, data, 4, seed=5, recal=16, cache=tmp_path / "h.jsonl", keep_hits=True)
+    assert len(calls) == 4 and np.allclose(accs, plain_acc)
+    hits = spec.cached_hits(net, archs, n_val, [tmp_path / "h.jsonl"])
+    assert hits.shape == (4, n_val) and hits.dtype == bool
+    assert spec.cached_hits(net, archs, n_val - 1, [tmp_path / "h.jsonl"]) is None  # other images: not these
+    assert np.allclose(hits.mean(axis=1) * 100, accs)
+    for arch, row in zip(archs, hits, strict=True):
+        model, acc = spec.evaluate_subnet(net, arch, data, 16, None, 5)
+        _, x_val = data.at_resolution(micro.resolution(arch))
+        assert np.array_equal(row, (model.eval()(x_val).argmax(1) == data.y_val).numpy())
+    calls.clear()
+    spec.measure_pairs(net, data, 4, seed=5, recal=16, cache=tmp_path / "h.jsonl", keep_hits=True)
+    assert not calls  # nothing measured again
+    bits = np.array([True, False, True, True, False, False, False, True, True, False, True])
+    assert np.array_equal(spec.unpack_hits(spec.pack_hits(bits), len(bits)), bits)
+    with pytest.raises(EdgenasError, match="cannot hold 20 images"):
+        spec.unpack_hits(spec.pack_hits(bits), 20)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -216,10 +251,12 @@ def test_cli_train_then_bad_inputs_exit_2(tmp_path):
     assert device.returncode == 2 and "unknown device 'gpu0'; use cpu, cuda" in device.stderr
     assert not (tmp_path / "dev").exists()
     on_cpu = _cli("ofa", "predictor", "--supernet", str(out), "--data", "synthetic", "--max-train", "48",
-                  "--max-val", "16", "--pairs", "10", "--holdout", "0", "--recal", "16", "--device", "auto",
+                  "--max-val", "16", "--pairs", "10", "--holdout", "5", "--recal", "16", "--device", "auto",
                   "--out", str(tmp_path / "acc.npz"))
     assert on_cpu.returncode == 0, on_cpu.stderr
     assert (tmp_path / "acc.npz").exists()
+    assert "on 5 held-out subnets: Spearman" in on_cpu.stdout
+    assert "measurement noise" in on_cpu.stdout and "on 16 validation images" in on_cpu.stdout
 
 
 def test_supernet_estimator_in_a_search(micro, tmp_path):

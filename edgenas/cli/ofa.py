@@ -127,7 +127,8 @@ def predictor(
     from scipy.stats import spearmanr
 
     from edgenas.estimators.accuracy_predictor import AccuracyPredictor
-    from edgenas.supernets.specialize import measure_pairs
+    from edgenas.estimators.measurement_noise import split_half_noise
+    from edgenas.supernets.specialize import cached_hits, measure_pairs
 
     net, d = _load(supernet, data, max_train, max_val, device)
     cache = out.with_name(out.stem + "_pairs.jsonl")
@@ -136,12 +137,19 @@ def predictor(
     pred.save(out)
     msg = f"accuracy predictor -> {out} ({len(accs)} pairs, cached in {cache})"
     if holdout:
-        t_archs, t_accs = measure_pairs(net, d, holdout, seed + 1, recal, val,
-                                        out.with_name(out.stem + "_holdout.jsonl"), _say)
+        held_cache = out.with_name(out.stem + "_holdout.jsonl")
+        t_archs, t_accs = measure_pairs(net, d, holdout, seed + 1, recal, val, held_cache, _say, keep_hits=True)
         p, t = pred.predict(t_archs), np.asarray(t_accs)
         msg += (f"; on {holdout} held-out subnets: Spearman {spearmanr(p, t)[0]:.3f}, "
                 f"RMSE {np.sqrt(np.mean((p - t) ** 2)):.2f} points "
                 f"(their accuracies span {t.min():.1f}-{t.max():.1f}%)")
+        n_val = len(d.x_val) if val is None else min(val, len(d.x_val))
+        hits = cached_hits(net, t_archs, n_val, [held_cache])
+        if hits is not None and holdout >= 3 and n_val >= 4:
+            noise = split_half_noise(hits)
+            msg += (f"; measurement noise {noise.noise_sd_points:.2f} points per subnet on {n_val} validation "
+                    f"images: no predictor can reach a Spearman above about {noise.ceiling_spearman:.2f} "
+                    f"against these measurements (split-half estimate; more validation images raise it)")
     typer.echo(msg)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,13 +48,17 @@ def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy in percent (batches are moved to the model's device)."""
+    return 100.0 * int(top1_hits(model, x, y, batch_size).sum()) / max(1, len(x))
+
+
+@torch.no_grad()
+def top1_hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Per image, whether the model's top-1 class is the label (booleans, on the CPU), in eval mode."""
     model.eval()
     device = model_device(model)
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        correct += int((model(xb).argmax(1) == yb).sum())
-    return 100.0 * correct / max(1, len(x))
+    hits = [(model(x[i : i + batch_size].to(device)).argmax(1) == y[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(x), batch_size)]
+    return torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
 
 
 def model_device(model: nn.Module) -> torch.device:

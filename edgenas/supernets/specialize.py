@@ -46,7 +46,17 @@ def evaluate_subnet(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int =
                     seed: int = 0) -> tuple[torch.nn.Module, float]:
     """Extract ``arch``, recalibrate its BN statistics on ``recal`` training images and return the model
     and its top-1 accuracy (%) on the first ``val`` validation images (all by default)."""
-    from edgenas.estimators.train import evaluate_accuracy
+    model, hits = subnet_hits(net, arch, data, recal, val, seed)
+    return model, 100.0 * int(hits.sum()) / max(1, len(hits))
+
+
+@torch.no_grad()
+def subnet_hits(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int = 1000, val: int | None = None,
+                seed: int = 0) -> tuple[torch.nn.Module, np.ndarray]:
+    """:func:`evaluate_subnet` with, instead of the accuracy, which validation images the subnet gets
+    right (booleans, in order): what measurement-noise estimates need
+    (:mod:`edgenas.estimators.measurement_noise`)."""
+    from edgenas.estimators.train import top1_hits
 
     arch = net.space.validate(arch)
     res = net.space.resolution(arch)
@@ -54,45 +64,88 @@ def evaluate_subnet(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int =
     recalibrate_bn(model, recal_images(data, res, recal, seed).contiguous(memory_format=torch.channels_last))
     _, x_val = data.at_resolution(res)
     n = len(x_val) if val is None else min(val, len(x_val))
-    acc = evaluate_accuracy(model, x_val[:n].contiguous(memory_format=torch.channels_last), data.y_val[:n])
-    return model.to(memory_format=torch.contiguous_format), acc
+    hits = top1_hits(model, x_val[:n].contiguous(memory_format=torch.channels_last), data.y_val[:n])
+    return model.to(memory_format=torch.contiguous_format), hits
+
+
+def pack_hits(hits: np.ndarray) -> str:
+    """Booleans -> a hex string (8 per byte), for one JSON line per measured subnet."""
+    return np.packbits(np.asarray(hits, dtype=bool)).tobytes().hex()
+
+
+def unpack_hits(text: str, n: int) -> np.ndarray:
+    """The inverse of :func:`pack_hits` for ``n`` booleans."""
+    raw = bytes.fromhex(text)
+    if len(raw) != (n + 7) // 8:
+        raise EdgenasError(f"per-image results of {8 * len(raw)} bits cannot hold {n} images")
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n).astype(bool)
 
 
 def measure_pairs(net: OFAMobileNetV3, data: Dataset, n: int, seed: int = 0, recal: int = 500,
                   val: int | None = None, cache: Path | None = None,
                   progress: Callable[[str], None] | None = None, shard: tuple[int, int] = (0, 1),
-                  extra_caches: Sequence[Path] = ()) -> tuple[list[Arch], list[float]]:
+                  extra_caches: Sequence[Path] = (), keep_hits: bool = False) -> tuple[list[Arch], list[float]]:
     """``n`` seeded random subnets and their recalibrated accuracies; with ``cache`` (JSONL) every pair
     is appended as it is measured and re-used on the next call (resumable). ``shard=(i, k)`` measures only
     every k-th subnet from the i-th (for processes working side by side, each with its own cache; the
-    pairs returned are then that share); ``extra_caches`` are further JSONL files to re-use pairs from."""
+    pairs returned are then that share); ``extra_caches`` are further JSONL files to re-use pairs from.
+    ``keep_hits``: the cache also keeps which validation images each subnet gets right (read them with
+    :func:`cached_hits`); cached pairs without them are measured again."""
     rng = np.random.default_rng(seed)
     archs = [net.space.sample(rng) for _ in range(n)]
     i_shard, n_shards = shard
     archs = archs[i_shard::n_shards]
     have: dict[str, float] = {}
     for path in [*extra_caches, *([cache] if cache is not None else [])]:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
+        for row in _cache_rows(path):
+            if not keep_hits or "hits" in row:
                 have[net.space.key(row["arch"])] = float(row["accuracy"])
-            except (ValueError, KeyError):
-                continue
     accs, t0 = [], time.time()
     for i, arch in enumerate(archs):
         key = net.space.key(arch)
         if key not in have:
-            have[key] = evaluate_subnet(net, arch, data, recal, val, seed)[1]
+            _, hits = subnet_hits(net, arch, data, recal, val, seed)
+            have[key] = 100.0 * int(hits.sum()) / max(1, len(hits))
             if cache is not None:
+                row = {"arch": arch, "accuracy": have[key],
+                       **({"images": len(hits), "hits": pack_hits(hits)} if keep_hits else {})}
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 with open(cache, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"arch": arch, "accuracy": have[key]}) + "\n")
+                    f.write(json.dumps(row) + "\n")
         accs.append(have[key])
         if progress and ((i + 1) % 25 == 0 or i + 1 == len(archs)):
             progress(f"accuracy pairs: {i + 1}/{len(archs)} ({time.time() - t0:.0f} s)")
     return archs, accs
+
+
+def cached_hits(net: OFAMobileNetV3, archs: Sequence[Arch], n_images: int,
+                caches: Sequence[Path]) -> np.ndarray | None:
+    """``(len(archs), n_images)`` booleans kept by :func:`measure_pairs` (``keep_hits``) for ``archs``;
+    ``None`` when any of them has none on ``n_images`` validation images."""
+    found: dict[str, np.ndarray] = {}
+    for path in caches:
+        for row in _cache_rows(path):
+            if "hits" in row and row.get("images") == n_images:
+                found[net.space.key(row["arch"])] = unpack_hits(row["hits"], n_images)
+    keys = [net.space.key(a) for a in archs]
+    if not all(k in found for k in keys):
+        return None
+    return np.stack([found[k] for k in keys])
+
+
+def _cache_rows(path: Path) -> list[dict[str, Any]]:
+    """The readable rows of a pairs cache (JSONL; a torn last line from an interruption is skipped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            row["arch"], row["accuracy"]  # noqa: B018 - both keys must be there
+        except (ValueError, KeyError, TypeError):
+            continue
+        rows.append(row)
+    return rows
 
 
 def table_coverage(evaluator: Any, codec: GeneCodec) -> dict[str, list[int]] | None:
