@@ -10,9 +10,11 @@ single-threaded, checkpointed under ``--work``: re-running the same command resu
 Steps (each cached): 1. progressive shrinking (``--ps``), 2. joint training (``--joint``, same epochs),
 3. ten seeded random subnets: supernet weights + BN recalibration for both supernets, and the same arch
 trained from scratch for the same number of epochs, 4. accuracy pairs from the PS supernet and the
-predictor's Spearman / RMSE on ``--holdout`` held-out subnets, 5. the finder's candidates per second
-(population 100, 500 generations) on the full ``mbv3`` space with OFA's Note10 table and on ``mbv3-tiny``
-with this CPU's table, 6. specialisation for ``cpu``, this CPU's table and a roofline device.
+predictor's Spearman / RMSE on ``--holdout`` held-out subnets (whose per-image results are kept for the
+measurement-noise ceiling; a work folder from before that measures its held-out pairs again), 5. the
+finder's candidates per second (population 100, 500 generations) on the full ``mbv3`` space with OFA's
+Note10 table and on ``mbv3-tiny`` with this CPU's table, 6. specialisation for ``cpu``, this CPU's table
+and a roofline device.
 
 Writes ``bench/results/ofa_cifar.json``.
 
@@ -42,11 +44,14 @@ sys.path.insert(0, str(ROOT))
 from bench._common import RESULTS, save  # noqa: E402
 from edgenas.data import load_dataset  # noqa: E402
 from edgenas.estimators.accuracy_predictor import AccuracyPredictor, GeneCodec  # noqa: E402
+from edgenas.estimators.measurement_noise import split_half_noise  # noqa: E402
 from edgenas.estimators.train import TrainRecipe, evaluate_accuracy, torch_device, train_model  # noqa: E402
 from edgenas.io import atomic_write_json, machine_info  # noqa: E402
 from edgenas.spaces import get_space  # noqa: E402
 from edgenas.supernets.shrinking import ShrinkConfig, load_supernet, train_supernet  # noqa: E402
-from edgenas.supernets.specialize import evaluate_subnet, measure_pairs, specialize  # noqa: E402
+from edgenas.supernets.specialize import cached_hits, evaluate_subnet, measure_pairs, specialize  # noqa: E402
+
+TRAIN_SEED, HOLDOUT_SEED = 11, 12  # seeds of the predictor's training and held-out subnets
 
 
 def log(msg: str) -> None:
@@ -205,12 +210,12 @@ def main() -> None:
     ps, _ = load_supernet(work / "ps" / "supernet.pt", space)
     ps = ps.to(device)
     tag = f"v{args.pair_val}_r{args.pair_recal}"
-    pair_sets = ((args.pairs, 11, work / f"pairs_train_{tag}.jsonl"),
-                 (args.holdout, 12, work / f"pairs_test_{tag}.jsonl"))
+    pair_sets = ((args.pairs, TRAIN_SEED, work / f"pairs_train_{tag}.jsonl"),
+                 (args.holdout, HOLDOUT_SEED, work / f"pairs_test_{tag}.jsonl"))
     if args.stage == "pairs":  # shard i measures every n-th pair into its own cache, gathered below
         for n, seed, path in pair_sets:
             measure_pairs(ps, data, n, seed, args.pair_recal, args.pair_val, path.with_suffix(f".{shard}.jsonl"),
-                          log, shard=(shard, n_shards))
+                          log, shard=(shard, n_shards), keep_hits=seed == HOLDOUT_SEED)
         return
     joint, _ = load_supernet(work / "joint" / "supernet.pt", space)
     joint = joint.to(device)
@@ -238,7 +243,7 @@ def main() -> None:
     t = time.time()
     (tr_archs, tr_acc), (te_archs, te_acc) = (
         measure_pairs(ps, data, n, seed, args.pair_recal, args.pair_val, path, log,
-                      extra_caches=sorted(path.parent.glob(path.stem + ".*.jsonl")))
+                      extra_caches=sorted(path.parent.glob(path.stem + ".*.jsonl")), keep_hits=seed == HOLDOUT_SEED)
         for n, seed, path in pair_sets)
     timings["pairs_s"] = time.time() - t
     t = time.time()
@@ -254,6 +259,10 @@ def main() -> None:
         "holdout_accuracy_std": float(te.std()), "holdout_accuracy_range": [float(te.min()), float(te.max())],
         "baseline_rmse_mean": float(np.sqrt(np.mean((te.mean() - te) ** 2))),
     }
+    n_val = len(data.x_val) if args.pair_val is None else min(args.pair_val, len(data.x_val))
+    hits = cached_hits(ps, te_archs, n_val, sorted(work.glob(f"pairs_test_{tag}*.jsonl")))
+    if hits is not None:  # how far any predictor could go against these measurements (measurement_noise)
+        figures["predictor"]["measurement_noise"] = split_half_noise(hits).to_json()
     log(f"predictor: {figures['predictor']}")
 
     if args.no_specialize:

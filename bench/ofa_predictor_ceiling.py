@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import save  # noqa: E402
+from bench.ofa_cifar import HOLDOUT_SEED, TRAIN_SEED  # noqa: E402
 from edgenas.data import load_dataset  # noqa: E402
 from edgenas.estimators.accuracy_predictor import AccuracyPredictor  # noqa: E402
 from edgenas.estimators.measurement_noise import split_half_noise  # noqa: E402
@@ -44,8 +45,6 @@ from edgenas.estimators.train import torch_device  # noqa: E402
 from edgenas.spaces import get_space  # noqa: E402
 from edgenas.supernets.shrinking import load_supernet  # noqa: E402
 from edgenas.supernets.specialize import cached_hits, measure_pairs, subnet_hits  # noqa: E402
-
-TRAIN_SEED, HOLDOUT_SEED = 11, 12  # bench/ofa_cifar.py's pair seeds
 
 
 def log(msg: str) -> None:
