@@ -48,7 +48,12 @@ def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy in percent (batches are moved to the model's device)."""
-    return 100.0 * int(top1_hits(model, x, y, batch_size).sum()) / max(1, len(x))
+    return accuracy_of(top1_hits(model, x, y, batch_size))
+
+
+def accuracy_of(hits: np.ndarray) -> float:
+    """Top-1 accuracy in percent from per-image hits (0 for no images)."""
+    return 100.0 * int(np.count_nonzero(hits)) / max(1, len(hits))
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ import torch
 from edgenas.data import Dataset
 from edgenas.errors import EdgenasError
 from edgenas.estimators.accuracy_predictor import AccuracyPredictor, GeneCodec
+from edgenas.estimators.train import accuracy_of, top1_hits
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.spaces.base import Arch
 from edgenas.supernets.bn_calibration import recalibrate_bn
@@ -47,7 +48,7 @@ def evaluate_subnet(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int =
     """Extract ``arch``, recalibrate its BN statistics on ``recal`` training images and return the model
     and its top-1 accuracy (%) on the first ``val`` validation images (all by default)."""
     model, hits = subnet_hits(net, arch, data, recal, val, seed)
-    return model, 100.0 * int(hits.sum()) / max(1, len(hits))
+    return model, accuracy_of(hits)
 
 
 @torch.no_grad()
@@ -56,8 +57,6 @@ def subnet_hits(net: OFAMobileNetV3, arch: Arch, data: Dataset, recal: int = 100
     """:func:`evaluate_subnet` with, instead of the accuracy, which validation images the subnet gets
     right (booleans, in order): what measurement-noise estimates need
     (:mod:`edgenas.estimators.measurement_noise`)."""
-    from edgenas.estimators.train import top1_hits
-
     arch = net.space.validate(arch)
     res = net.space.resolution(arch)
     model = net.extract(arch).to(memory_format=torch.channels_last)
@@ -105,7 +104,7 @@ def measure_pairs(net: OFAMobileNetV3, data: Dataset, n: int, seed: int = 0, rec
         key = net.space.key(arch)
         if key not in have:
             _, hits = subnet_hits(net, arch, data, recal, val, seed)
-            have[key] = 100.0 * int(hits.sum()) / max(1, len(hits))
+            have[key] = accuracy_of(hits)
             if cache is not None:
                 row = {"arch": arch, "accuracy": have[key],
                        **({"images": len(hits), "hits": pack_hits(hits)} if keep_hits else {})}
@@ -141,10 +140,10 @@ def _cache_rows(path: Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
-            row["arch"], row["accuracy"]  # noqa: B018 - both keys must be there
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             continue
-        rows.append(row)
+        if isinstance(row, dict) and {"arch", "accuracy"} <= row.keys():
+            rows.append(row)
     return rows
 
 
