@@ -8,7 +8,7 @@ bench's joint supernet and from-scratch figures for the same subnets, data and e
     python bench/ofa_ps_variants.py gather runs/v_*.json --baseline bench/results/ofa_cifar_gpu.json
 
 The data and subnets are the bench's: CIFAR-10 images from ``EDGENAS_DATA``, ``--max-train`` / 2,000 images,
-``numpy.random.default_rng(2024)`` for the 10 archs, 1,000 recalibration images.
+its ``SUBNET_SEED`` for the 10 archs, 1,000 recalibration images.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import save  # noqa: E402
+from bench.ofa_cifar import SUBNET_SEED  # noqa: E402
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -37,7 +38,7 @@ def evaluate(args: argparse.Namespace) -> None:
     space = get_space("mbv3-tiny")
     data = load_dataset(f"npz:{Path(os.environ['EDGENAS_DATA']) / 'cifar10'}").subset(args.max_train, 2000)
     data = data.to(args.device)
-    rng = np.random.default_rng(2024)
+    rng = np.random.default_rng(SUBNET_SEED)
     archs = [space.sample(rng) for _ in range(args.subnets)]
     net, _ = load_supernet(Path(args.work) / "ps" / "supernet.pt", space)
     net = net.to(args.device)
