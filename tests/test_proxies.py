@@ -146,6 +146,52 @@ def test_gradsign_equals_the_formula_on_two_samples() -> None:
     assert expected not in (0.0, 12.0)  # the case mixes agreeing and disagreeing signs
 
 
+class _TwiceUsedConv(nn.Module):
+    """A strided and a grouped conv, BN, and one conv applied twice (its per-sample gradients add up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 5, padding=2, groups=4, bias=False)
+        self.again = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.a(x)))
+        h = self.again(torch.relu(self.again(self.dw(h))))
+        return self.head(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("bn", ["per-sample", "frozen"])
+def test_gradsign_batched_per_sample_gradients_equal_vmap(bn: str) -> None:
+    from torch.func import replace_all_batch_norm_modules_
+
+    from edgenas.estimators.proxies.gradsign import (
+        _freeze_batch_statistics,
+        _use_instance_statistics,
+        per_sample_gradient_signs,
+        per_sample_gradient_signs_by_hooks,
+    )
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    reference, batched = _TwiceUsedConv().train(), _TwiceUsedConv().train()
+    batched.load_state_dict(reference.state_dict())
+    if bn == "frozen":
+        _freeze_batch_statistics(reference, x)
+        _freeze_batch_statistics(batched, x)
+    else:
+        replace_all_batch_norm_modules_(reference)
+        _use_instance_statistics(batched.bn)
+    want = per_sample_gradient_signs(reference, x, y)
+    got = per_sample_gradient_signs_by_hooks(batched, x, y)
+    assert set(got) == set(want)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    assert any(bool((s.abs() < len(x)).any()) for s in want.values())  # samples disagree somewhere
+
+
 def test_gradsign_falls_back_to_batch_statistics_on_1x1_maps() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                         nn.Linear(4, 2))

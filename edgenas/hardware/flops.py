@@ -19,10 +19,13 @@ def count_params(model: nn.Module) -> int:
 @torch.no_grad()
 def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
     """Multiply-accumulates of one forward pass on a ``1 x C x R x R`` input."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     x = torch.zeros(1, in_channels, resolution, resolution)
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was_training)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for m, training in modes:  # every module's own mode back, as it was
+            m.training = training
     return int(counter.get_total_flops() // 2)

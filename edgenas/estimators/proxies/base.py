@@ -3,7 +3,8 @@
 A proxy is a function ``score(model, batch, seed) -> float`` (higher is better) where ``model`` is an
 ``nn.Module`` or a zero-argument builder that returns one, ``batch`` is ``(x, y)`` (``y`` may be ``None``
 for proxies that need no labels) and ``seed`` fixes every random draw the proxy makes. A proxy never
-changes the caller's module: it scores a deep copy (or a freshly built model).
+changes the caller's module: it scores a deep copy (or a freshly built model), or, if it only reads the
+module (#params, FLOPs), the module itself, left exactly as it was.
 
 Unless a proxy's definition says otherwise, networks are scored as the zero-cost-proxy papers do
 (Abdelfattah et al., ICLR 2021): at their initialisation, in training mode (batch norm uses the batch's
@@ -85,6 +86,12 @@ def fresh_model(model: ModelLike) -> nn.Module:
             raise EdgenasError(f"the model builder returned a {type(built).__name__}, not a torch nn.Module")
         return built
     raise EdgenasError(f"a proxy scores an nn.Module or a builder of one, not a {type(model).__name__}")
+
+
+def model_to_read(model: ModelLike) -> nn.Module:
+    """``model`` itself (not a copy) or the model a builder returns, for a proxy that only reads it (counts
+    its parameters, or runs it in evaluation mode without gradients and restores its mode)."""
+    return model if isinstance(model, nn.Module) else fresh_model(model)
 
 
 def train_mode(model: nn.Module) -> nn.Module:

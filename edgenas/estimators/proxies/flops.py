@@ -7,7 +7,7 @@ resolution by :func:`edgenas.hardware.flops.count_macs` (PyTorch's own flop coun
 from __future__ import annotations
 
 from edgenas.errors import EdgenasError
-from edgenas.estimators.proxies.base import Batch, ModelLike, fresh_model, run_forward
+from edgenas.estimators.proxies.base import Batch, ModelLike, model_to_read, run_forward
 
 
 def flops(model: ModelLike, batch: Batch, seed: int = 0) -> float:
@@ -19,5 +19,5 @@ def flops(model: ModelLike, batch: Batch, seed: int = 0) -> float:
         raise EdgenasError(
             f"proxy 'flops' needs square images N x C x R x R; got a batch of shape {tuple(x.shape)}"
         )
-    net = fresh_model(model)
+    net = model_to_read(model)  # count_macs restores the model's mode
     return run_forward(lambda: float(count_macs(net, int(x.shape[-1]), int(x.shape[1]))), "flops")

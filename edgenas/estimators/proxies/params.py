@@ -6,10 +6,10 @@ Architectures" (NeurIPS 2021) report it as a surprisingly strong ranker on NAS-B
 
 from __future__ import annotations
 
-from edgenas.estimators.proxies.base import Batch, ModelLike, fresh_model
+from edgenas.estimators.proxies.base import Batch, ModelLike, model_to_read
 
 
 def num_params(model: ModelLike, batch: Batch, seed: int = 0) -> float:
     """Trainable parameters (higher is better). Reads neither the batch nor the seed."""
-    net = fresh_model(model)
+    net = model_to_read(model)
     return float(sum(p.numel() for p in net.parameters() if p.requires_grad))

@@ -78,15 +78,28 @@ def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return seen[-1] if seen else out
 
 
+def _record_batch_variance(bns: list[nn.Module]) -> None:
+    """Make every BN layer that tracks statistics store the next batch's own variance as its running
+    variance (momentum 1): what the layer computes anyway, read back instead of computed a second time."""
+    for bn in bns:
+        if bn.track_running_stats:
+            bn.reset_running_stats()
+            bn.momentum = 1.0
+
+
 def _one_draw(net: nn.Module, bns: list[nn.Module], x_shape: tuple[int, ...], alpha: float) -> float:
     """``z1 + z2`` for one Gaussian input and perturbation (see the module docstring)."""
     x = torch.randn(x_shape)
     eps = torch.randn(x_shape)
-    variances: list[float] = []
+    variances: list[float | tuple[nn.Module, int]] = []
 
     def on_bn(module: nn.Module, inputs: Any) -> None:
         t = inputs[0].detach()
-        variances.append(float(t.var(dim=[0, *range(2, t.dim())], unbiased=False).double().mean()))
+        per_channel = t.numel() // t.shape[1]
+        if module.track_running_stats:  # read after the pass: running_var = the batch's unbiased variance
+            variances.append((module, per_channel))
+        else:
+            variances.append(float(t.var(dim=[0, *range(2, t.dim())], unbiased=False).double().mean()))
 
     hooks = [bn.register_forward_pre_hook(on_bn) for bn in bns]
     try:
@@ -95,10 +108,19 @@ def _one_draw(net: nn.Module, bns: list[nn.Module], x_shape: tuple[int, ...], al
     finally:
         for h in hooks:
             h.remove()
+    z2 = sum(0.5 * _log(_biased_mean_variance(v)) for v in variances)
     with torch.no_grad():
         f2 = feature_map(net, x + alpha * eps)
     diff = float((f1 - f2).double().reshape(len(f1), -1).norm(dim=1).mean())
-    return _log(diff) + sum(0.5 * _log(v) for v in variances)
+    return _log(diff) + z2
+
+
+def _biased_mean_variance(v: float | tuple[nn.Module, int]) -> float:
+    """The mean over channels of a BN layer's batch variance (biased, as BN normalises with)."""
+    if isinstance(v, float):
+        return v
+    bn, n = v
+    return float(bn.running_var.double().mean()) * (n - 1) / n if n > 1 else 0.0
 
 
 def zen_score(model: ModelLike, batch: Batch, seed: int = 0, repeats: int = 1, alpha: float = ALPHA) -> float:
@@ -110,6 +132,7 @@ def zen_score(model: ModelLike, batch: Batch, seed: int = 0, repeats: int = 1, a
         require_batchnorm(net, "zen")
         gaussian_init(net)
         bns = [m for m in net.modules() if isinstance(m, BATCHNORMS)]
+        _record_batch_variance(bns)
 
         def compute() -> float:
             scores = [_one_draw(net, bns, x_shape, alpha) for _ in range(repeats)]
