@@ -68,6 +68,7 @@ class ExperimentConfig:
     cache_dir: str | None = None
     bench_data: str | None = None
     max_rejections: int | None = None
+    estimator_options: dict[str, Any] = field(default_factory=dict)  # EvalContext.options (--estimator-option)
 
     def validate(self) -> None:
         if self.budget <= 0:
@@ -81,6 +82,10 @@ class ExperimentConfig:
                 from edgenas.errors import unknown_name
 
                 raise unknown_name("metric", m, METRICS)
+        from edgenas.evaluators import parse_estimator_option
+
+        for key, value in self.estimator_options.items():
+            parse_estimator_option(f"{key}={value}")
         if len(set(self.objectives)) != len(self.objectives):
             raise EdgenasError(f"objectives repeat a metric: {','.join(self.objectives)}")
         needs_target = "latency" in self.objectives or "latency" in self.constraints
@@ -131,7 +136,7 @@ class Experiment:
             batch_size=config.batch_size, backend=config.backend, threads=config.threads,
             cache_dir=config.cache_dir or str(self.out / "cache"),
             weights_dir=str(self.out / "weights") if config.keep_weights else None,
-            bench_data=config.bench_data, max_train=config.max_train,
+            bench_data=config.bench_data, max_train=config.max_train, options=dict(config.estimator_options),
         )
         self.objectives = [(m, "maximize" if m == "accuracy" else "minimize") for m in config.objectives]
         self.strategy = self._make_strategy()

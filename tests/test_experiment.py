@@ -160,6 +160,16 @@ def test_cli_names_a_proxy_score_as_such(tmp_path):
     assert "best: trial" in r.stderr and "proxy:params score" in r.stderr and "accuracy" not in r.stderr
 
 
+def test_cli_estimator_options_reach_the_proxy_and_are_stored(tmp_path):
+    out = tmp_path / "grasp_frozen"
+    r = _cli("search", "--space", MICRO, "--data", "synthetic", "--target", "raspi4", "--estimator", "proxy:grasp",
+             "--estimator-option", "grasp_hvp=frozen", "--estimator-option", "proxy_batch=8",
+             "--strategy", "random", "--budget", "2", "--objectives", "accuracy,flops", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["estimator_options"] == {"grasp_hvp": "frozen", "proxy_batch": 8}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--space", "mbv3-tny"], "did you mean 'mbv3-tiny'"),
     (["--strategy", "evolve"], "unknown strategy 'evolve'"),
@@ -168,6 +178,9 @@ def test_cli_names_a_proxy_score_as_such(tmp_path):
     (["--budget", "0"], "--budget must be a positive"),
     (["--data", "npz:/no/such/dir"], "does not exist"),
     (["--objectives", "accuracy,speed"], "unknown metric 'speed'"),
+    (["--estimator-option", "grasp_hvp=approx"], "grasp_hvp must be one of exact, frozen"),
+    (["--estimator-option", "proxy_bach=8"], "did you mean 'proxy_batch'"),
+    (["--estimator-option", "proxy_batch"], "is KEY=VALUE"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     r = _cli("search", "--out", str(tmp_path / "x"), "--space", MICRO, "--data", "synthetic", *args)

@@ -63,6 +63,22 @@ def test_ensemble_estimator_is_a_vote_in_unit_interval() -> None:
     assert 0.0 <= est(small) < est(big) <= 1.0
 
 
+def test_grasp_estimator_takes_the_hessian_vector_product_option() -> None:
+    from edgenas.estimators.proxies.grasp import grasp
+
+    space = get_space("mbv3-tiny")
+    arch = small_arch(space)
+    scores = {}
+    for hvp in ("exact", "frozen"):
+        ctx = EvalContext(space=space, data_spec="synthetic", options={"proxy_batch": 8, "grasp_hvp": hvp})
+        est = make_estimator("proxy:grasp", ctx)
+        assert f"Hessian-vector product {hvp}" in est.describe()
+        scores[hvp] = est(arch)
+        model = space.build(arch, ctx.data.num_classes, ctx.data.in_channels, ctx.seed)
+        assert scores[hvp] == grasp(model, ctx.data.batch(8, ctx.seed, resolution=16), ctx.seed, hvp=hvp)
+    assert scores["exact"] != scores["frozen"]
+
+
 def test_bad_estimator_specs() -> None:
     ctx = EvalContext(space=get_space("mbv3-tiny"), data_spec="synthetic", options={"proxy_batch": 1})
     with pytest.raises(EdgenasError, match="unknown proxy 'zenn'.*did you mean 'zen'"):

@@ -32,6 +32,9 @@ def search(
     latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget in ms on the target."),
     constraint: list[str] = typer.Option(None, "--constraint", help="Extra constraint METRIC<=VALUE (repeatable)."),
     objectives: str = typer.Option(None, help="Comma-separated metrics: accuracy,latency,params,flops."),
+    estimator_option: list[str] = typer.Option(
+        None, "--estimator-option",
+        help="KEY=VALUE for the estimator (repeatable): proxy_batch, ensemble_reference, grasp_hvp=exact|frozen."),
     epochs: int = typer.Option(None, help="Training epochs per architecture (estimator 'train')."),
     seed: int = typer.Option(None, help="Seed of the strategy, weight init and batch order."),
     backend: str = typer.Option(None, help="Latency backend on cpu: onnxruntime | torch."),
@@ -59,6 +62,10 @@ def search(
         constraints["latency"] = latency_ms
     if constraints:
         given["constraints"] = constraints
+    if estimator_option:
+        from edgenas.evaluators import parse_estimator_option
+
+        given["estimator_options"] = dict(parse_estimator_option(o) for o in estimator_option)
     given = {k: v for k, v in given.items() if v is not None}
     if resume and (out / "config.json").exists():
         base = ExperimentConfig.load(out).to_json()

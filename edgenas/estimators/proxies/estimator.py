@@ -7,8 +7,9 @@ member's score is turned into the fraction of a fixed, seeded reference sample o
 and the fractions are averaged (a value in [0, 1] that stays comparable from one call to the next, which
 a vote re-ranked inside each batch would not).
 
-Options (``EvalContext.options``): ``proxy_batch`` (default 64), ``ensemble_reference`` (default 32
-architectures).
+Options (``EvalContext.options``, ``edgenas search --estimator-option KEY=VALUE``): ``proxy_batch``
+(default 64), ``ensemble_reference`` (default 32 architectures), ``grasp_hvp`` (``exact`` or ``frozen``,
+GraSP's Hessian-vector product, see :mod:`edgenas.estimators.proxies.grasp`).
 
 Scores that come out NaN or infinite are returned as ``-inf`` (ranked last by any maximising search) and
 counted in ``nonfinite``; they never raise.
@@ -38,9 +39,10 @@ class ProxyEstimator(Evaluator):
     cheap = False
 
     def __init__(self, space: SearchSpace, data: Any, proxy: str, batch_size: int = DEFAULT_BATCH,
-                 seed: int = 0) -> None:
+                 seed: int = 0, grasp_hvp: str = "exact") -> None:
         self.proxy = get_proxy(proxy)
         self.name = f"proxy:{proxy}"
+        self.kwargs: dict[str, Any] = {"hvp": grasp_hvp} if proxy == "grasp" else {}
         self.space, self.data, self.batch_size, self.seed = space, data, batch_size, seed
         check_batch_size(self.proxy, batch_size)
         self.nonfinite = 0
@@ -59,7 +61,7 @@ class ProxyEstimator(Evaluator):
             def build() -> Any:
                 return self.space.build(canon, self.data.num_classes, self.data.in_channels, self.seed)
 
-            self._memo[key] = self.proxy(build, self._batches[resolution], self.seed)
+            self._memo[key] = self.proxy(build, self._batches[resolution], self.seed, **self.kwargs)
         return self._memo[key]
 
     def __call__(self, arch: Mapping[str, Any]) -> float:
@@ -70,7 +72,8 @@ class ProxyEstimator(Evaluator):
         return value
 
     def describe(self) -> str:
-        return f"{self.name}: {self.proxy.summary} ({self.proxy.citation}); batch {self.batch_size}"
+        extra = f", Hessian-vector product {self.kwargs['hvp']}" if self.kwargs else ""
+        return f"{self.name}: {self.proxy.summary} ({self.proxy.citation}); batch {self.batch_size}{extra}"
 
 
 class ProxyEnsembleEstimator(Evaluator):
@@ -81,11 +84,11 @@ class ProxyEnsembleEstimator(Evaluator):
     cheap = False
 
     def __init__(self, space: SearchSpace, data: Any, members: Sequence[str], batch_size: int = DEFAULT_BATCH,
-                 seed: int = 0, reference: int = DEFAULT_REFERENCE) -> None:
+                 seed: int = 0, reference: int = DEFAULT_REFERENCE, grasp_hvp: str = "exact") -> None:
         self.members = tuple(members)
         self.name = "proxy:" + "+".join(self.members)
         self.space = space
-        self.scorers = {m: ProxyEstimator(space, data, m, batch_size, seed) for m in self.members}
+        self.scorers = {m: ProxyEstimator(space, data, m, batch_size, seed, grasp_hvp) for m in self.members}
         self.reference_size, self.seed = reference, seed
         self._reference: dict[str, list[float]] | None = None
         self.nonfinite = 0
@@ -114,9 +117,10 @@ class ProxyEnsembleEstimator(Evaluator):
 def make_proxy_estimator(arg: str, ctx: EvalContext) -> Evaluator:
     """The factory of ``proxy:ARG`` (registered in :data:`edgenas.evaluators.ESTIMATOR_PREFIXES`)."""
     batch = int(ctx.options.get("proxy_batch", DEFAULT_BATCH))
+    hvp = str(ctx.options.get("grasp_hvp", "exact"))
     if arg == ENSEMBLE or "+" in arg:
         members = parse_members(arg)
         return ProxyEnsembleEstimator(ctx.space, ctx.data, members, batch, ctx.seed,
-                                      int(ctx.options.get("ensemble_reference", DEFAULT_REFERENCE)))
+                                      int(ctx.options.get("ensemble_reference", DEFAULT_REFERENCE)), hvp)
     get_proxy(arg)  # an unknown name lists the valid ones before any data is loaded
-    return ProxyEstimator(ctx.space, ctx.data, arg, batch, ctx.seed)
+    return ProxyEstimator(ctx.space, ctx.data, arg, batch, ctx.seed, hvp)
