@@ -54,12 +54,14 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--warmup-epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=None, help="the search's weight learning rate (default: the config's)")
     ap.add_argument("--train-epochs", type=int, default=3, help="epochs of the from-scratch quality recipe")
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--stages", default="search,steer,quality")
     args = ap.parse_args()
     suffix = "" if args.weight_sharing == "none" else f"_{args.weight_sharing}"
     suffix += "" if args.constraint == "equal" else f"_{args.constraint.replace('-', '')}"
+    suffix += "" if args.lr is None else f"_lr{args.lr:g}"
     args.out = args.out or str(ROOT / f"bench/results/proxyless_targets{suffix}.json")
     args.work = args.work or str(ROOT / f"runs/proxyless_targets{suffix}")
     targets = {n: TARGETS[n] for n in args.targets.split(",")}
@@ -83,7 +85,7 @@ def main() -> None:
     res.update({"command": " ".join(sys.argv), "machine": machine_info(), "targets_ms": targets,
                 "lut": str(LUT.relative_to(ROOT)), "data": "CIFAR-10 reference copy (test split), 32 px",
                 "max_train": args.max_train, "weight_sharing": args.weight_sharing,
-                "constraint": args.constraint})
+                "constraint": args.constraint, "lr": args.lr})
     res.setdefault("searches", {})
     res.setdefault("steering", {})
     res.setdefault("quality", {})
@@ -123,7 +125,7 @@ def main() -> None:
                                    target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs,
                                    warmup_epochs=args.warmup_epochs, max_train=args.max_train, resolution=32,
                                    width=1.0, seed=0, sharing=args.weight_sharing,
-                                   constraint=args.constraint)
+                                   constraint=args.constraint, **({} if args.lr is None else {"lr": args.lr}))
         t0 = time.time()
         r = run_search(cfg, resume=(wdir / "checkpoint.pt").exists(), log=lambda s: print(s, flush=True))
         blob = json.loads((wdir / "arch.json").read_text())
