@@ -1,8 +1,9 @@
 """Does the ProxylessNAS over-parameterised network learn at CPU budgets? Training loss by weight sharing.
 
 The same ``mbv3-tiny`` over-parameterised network (9 candidate MBConvs per block, 32 px) is trained with
-binarized weight steps only (no architecture steps; ``alpha`` uniform), SGD-Nesterov lr 0.1, batch 32,
-on the built-in digits data set, in three ways:
+binarized weight steps only (no architecture steps; ``alpha`` uniform), SGD-Nesterov at each learning
+rate of ``--lrs`` (default 0.1), batch 32, on ``--data`` (default the built-in digits; ``npz:PATH`` for the
+CIFAR-10 reference images), in three ways:
 
 - ``one fixed path``: the same path every step (k3e3 everywhere): one ordinary network, the reference;
 - ``sampled paths, separate weights``: ProxylessNAS as published, a path sampled per block per step, each
@@ -16,6 +17,8 @@ training images (a nested block's statistics mix every candidate's).
 Writes ``bench/results/proxyless_supernet_training.json``.
 
     python bench/proxyless_supernet_training.py [--steps 300] [--seeds 0,1]
+    python bench/proxyless_supernet_training.py --data npz:../shared/data/cifar10 --lrs 0.1,0.03 \
+        --steps 600 --seeds 0 --out bench/results/proxyless_supernet_training_cifar.json
 """
 
 from __future__ import annotations
@@ -42,13 +45,12 @@ MODES = {"one fixed path": ("fixed", "none"), "sampled paths, separate weights":
          "sampled paths, nested weights": ("sampled", "nested")}
 
 
-def train(paths: str, sharing: str, steps: int, seed: int, window: int) -> dict:
+def train(data, paths: str, sharing: str, steps: int, seed: int, window: int, lr: float) -> dict:  # noqa: ANN001
     space = get_space("mbv3-tiny")
-    data = load_dataset("digits")
     net = ProxylessSupernet(space, data.num_classes, data.in_channels, resolution=32, seed=seed, sharing=sharing)
     x_train, x_val = data.at_resolution(32)
     gen = torch.Generator().manual_seed(seed + 1)
-    opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    opt = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=0.9, nesterov=True)
     losses: list[float] = []
     t0 = time.perf_counter()
     net.train()
@@ -82,22 +84,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--lrs", default="0.1", help="weight learning rates, each a row per mode")
+    ap.add_argument("--data", default="digits", help="digits (default) or npz:PATH (CIFAR-10 reference images)")
+    ap.add_argument("--max-train", type=int, default=5000, help="training images used (the first N)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/proxyless_supernet_training.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
+    lrs = [float(v) for v in args.lrs.split(",")]
+    data = load_dataset(args.data)
+    data = data.subset(args.max_train) if args.max_train else data
     rows = {}
-    for name, (paths, sharing) in MODES.items():
-        runs = [train(paths, sharing, args.steps, s, args.window) for s in seeds]
-        rows[name] = {"runs": runs,
-                      "loss_by_window": np.mean([r["loss_by_window"] for r in runs], axis=0).tolist(),
-                      "val_acc_mean": float(np.mean([r["val_acc_mean"] for r in runs]))}
-        print(f"{name:34s} loss per {args.window} steps: "
-              + " ".join(f"{v:.2f}" for v in rows[name]["loss_by_window"])
-              + f" | val acc of sampled paths {rows[name]['val_acc_mean']:.1f} %", flush=True)
+    for lr in lrs:
+        for mode, (paths, sharing) in MODES.items():
+            name = mode if lrs == [0.1] else f"{mode}, lr {lr:g}"
+            runs = [train(data, paths, sharing, args.steps, s, args.window, lr) for s in seeds]
+            rows[name] = {"lr": lr, "runs": runs,
+                          "loss_by_window": np.mean([r["loss_by_window"] for r in runs], axis=0).tolist(),
+                          "val_acc_mean": float(np.mean([r["val_acc_mean"] for r in runs]))}
+            print(f"{name:44s} loss per {args.window} steps: "
+                  + " ".join(f"{v:.2f}" for v in rows[name]["loss_by_window"])
+                  + f" | val acc of sampled paths {rows[name]['val_acc_mean']:.1f} %", flush=True)
     atomic_write_json(args.out, {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                                  "machine": machine_info(), "threads": 1, "steps": args.steps,
-                                 "window": args.window, "seeds": seeds, "data": "digits at 32 px, batch 32",
+                                 "window": args.window, "seeds": seeds,
+                                 "data": f"{args.data} at 32 px (first {args.max_train} training images), batch 32",
                                  "modes": rows})
     print(f"wrote {args.out}")
 

@@ -378,3 +378,14 @@ def test_target_cpu_reuses_the_cached_table_of_this_machine(tmp_path):
     shutil.copy(LUT, cache / "lut_mbv3-tiny_onnxruntime_1t_10c.json")
     search = GradientSearch(_config(tmp_path, target="cpu", cache_dir=str(cache)))
     assert search.latency is not None and search.latency.source.endswith("lut_mbv3-tiny_onnxruntime_1t_10c.json")
+
+
+def test_method_defaults_nested_weights_for_proxyless_separate_for_darts(tmp_path: Path) -> None:
+    proxyless = GradientSearchConfig(out=str(tmp_path), method="proxyless")
+    darts = GradientSearchConfig(out=str(tmp_path), method="darts")
+    assert (proxyless.sharing, proxyless.lr) == ("nested", 0.03)
+    assert (darts.sharing, darts.lr) == ("none", 0.1)
+    explicit = GradientSearchConfig(out=str(tmp_path), method="proxyless", sharing="none", lr=0.1)
+    assert (explicit.sharing, explicit.lr) == ("none", 0.1)
+    # a stored config (resumed search) keeps the values it was run with
+    assert GradientSearchConfig.from_json(explicit.to_json()).sharing == "none"

@@ -44,7 +44,7 @@ def _run(method: str, resume: bool, quiet: bool, **given: Any) -> None:
         import json
 
         base = json.loads((Path(out) / "search.json").read_text())
-    defaults = GradientSearchConfig(out=str(out)).to_json()
+    defaults = GradientSearchConfig(out=str(out), method=method).to_json()
     values = {**defaults, **base, **{k: v for k, v in given.items() if v is not None}, "method": method,
               "out": str(out)}
     config = GradientSearchConfig.from_json(values)
@@ -93,15 +93,17 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         epochs: int = typer.Option(None, help="Epochs over the train split (default 8)."),
         warmup_epochs: int = typer.Option(None, "--warmup-epochs", help="Weight-only epochs first (default 2)."),
         batch_size: int = typer.Option(None, "--batch-size"),
-        lr: float = typer.Option(None, help="Weight learning rate (SGD, cosine)."),
+        lr: float = typer.Option(None, help="Weight learning rate (SGD, cosine; default 0.03 proxyless, "
+                                            "0.1 darts)."),
         arch_lr: float = typer.Option(None, "--arch-lr", help="Architecture learning rate (Adam)."),
         max_train: int = typer.Option(None, "--max-train", help="Use only the first N training images."),
         resolution: int = typer.Option(None, help="Input resolution of the search (MBV3; default the largest)."),
         width: float = typer.Option(None, help="Width multiplier (MBV3; default 1.0)."),
         candidates: str = typer.Option(None, help="Candidate ops per block, e.g. k3e3,k5e6 (default all)."),
         weight_sharing: str = typer.Option(None, "--weight-sharing",
-                                           help="none (each candidate its own weights, the paper's) or nested "
-                                                "(the candidates of a block share one elastic block)."),
+                                           help="nested (the candidates of a block share one elastic block; "
+                                                "proxyless default) or none (each candidate its own weights, "
+                                                "the papers'; darts default)."),
         derive: str = typer.Option(None, help="window (most probable arch within (1 +- window) x target), "
                                                "budget (at most the target) or argmax (the papers')."),
         window: float = typer.Option(None, help="Half-width of the derivation window around the target (0.05)."),
