@@ -18,8 +18,8 @@ from one batched pass, never a Python loop over samples:
   norm as instance statistics) and one backward pass of the *summed* per-sample losses, which gives each
   sample's own output gradient at every layer; each layer's per-sample weight gradients are then products
   of its unfolded input and that gradient (the per-sample-gradient method of Opacus, Yousefpour et al.,
-  2021), a chunk of samples at a time (``GRADIENT_BUDGET``). About 1.3x faster than ``vmap`` on NB201
-  cells, with the same signs;
+  2021), a chunk of samples at a time (``GRADIENT_BUDGET``). The same signs as ``vmap``, about 7 % faster
+  on NB201 cells, and only one layer's per-sample gradients held at a time;
 * any other network: ``torch.func`` (``vmap`` of ``grad`` of a functional call), a chunk of samples at a
   time (as many as keep the per-sample gradients under ``GRADIENT_BUDGET`` floats, at most 64).
 """
