@@ -292,3 +292,24 @@ def test_naswot_needs_relu_family_activations() -> None:
     net(torch.zeros(1, 3, 8, 8))
     with pytest.raises(EdgenasError, match="ReLU-family"):
         score("naswot", net, batch())
+
+
+@pytest.mark.parametrize(("kernel", "padding", "dilation", "size"),
+                         [(3, 1, 1, (9, 7)), (1, 0, 1, (6, 6)), (5, 2, 1, (8, 8)), (3, 2, 2, (7, 9)),
+                          (3, 0, 1, (6, 8))])
+def test_per_sample_conv_gradients_by_shifts_equal_unfolding(kernel: int, padding: int, dilation: int,
+                                                             size: tuple[int, int]) -> None:
+    from edgenas.estimators.proxies.gradsign import per_sample_conv_gradients_by_shifts
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, kernel, padding=padding, dilation=dilation, bias=False)
+    a = torch.randn(5, 3, *size, requires_grad=True)
+    out = conv(a)
+    g = torch.randn_like(out)
+    want = []
+    for i in range(len(a)):  # each sample's own weight gradient, by autograd
+        (w_grad,) = torch.autograd.grad(conv(a[i:i + 1]), conv.weight, g[i:i + 1])
+        want.append(w_grad)
+    got = per_sample_conv_gradients_by_shifts(conv, a.detach(), g)
+    assert got.shape == (5, *conv.weight.shape)
+    assert torch.allclose(got, torch.stack(want), atol=1e-5, rtol=1e-4)

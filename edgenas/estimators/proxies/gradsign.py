@@ -18,8 +18,10 @@ from one batched pass, never a Python loop over samples:
   norm as instance statistics) and one backward pass of the *summed* per-sample losses, which gives each
   sample's own output gradient at every layer; each layer's per-sample weight gradients are then products
   of its unfolded input and that gradient (the per-sample-gradient method of Opacus, Yousefpour et al.,
-  2021), a chunk of samples at a time (``GRADIENT_BUDGET``). The same signs as ``vmap``, about 7 % faster
-  on NB201 cells, and only one layer's per-sample gradients held at a time;
+  2021), a chunk of samples at a time (``GRADIENT_BUDGET``); on maps of 16x16 and more, one batched product
+  per kernel tap with a shifted view of the input instead of unfolding it
+  (:func:`per_sample_conv_gradients_by_shifts`). The same signs as ``vmap``, faster on NB201 cells, and
+  only one layer's per-sample gradients held at a time;
 * any other network: ``torch.func`` (``vmap`` of ``grad`` of a functional call), a chunk of samples at a
   time (as many as keep the per-sample gradients under ``GRADIENT_BUDGET`` floats, at most 64).
 """
@@ -47,6 +49,7 @@ from edgenas.estimators.proxies.base import (
 
 CHUNK = 64
 GRADIENT_BUDGET = 64 * 1024 * 1024  # floats of per-sample gradients held at once (256 MB)
+SHIFT_MIN_AREA = 256  # output maps at least this large (16x16) take the shifted-product path (measured faster)
 
 
 def per_sample_gradient_signs(
@@ -161,11 +164,35 @@ def _per_sample_weight_gradients(layer: nn.Module, a: torch.Tensor, g: torch.Ten
     n = len(a)
     if isinstance(layer, nn.Linear):
         return torch.bmm(g.reshape(n, -1, g.shape[-1]).transpose(1, 2), a.reshape(n, -1, a.shape[-1]))
+    if layer.groups == 1 and layer.stride == (1, 1) and g.shape[-2] * g.shape[-1] >= SHIFT_MIN_AREA:
+        return per_sample_conv_gradients_by_shifts(layer, a, g)
     cols = F.unfold(a, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # (n, Cin*k*k, P)
     G = layer.groups
     cols = cols.reshape(n, G, -1, cols.shape[-1])
     grads = torch.matmul(g.reshape(n, G, -1, cols.shape[-1]), cols.transpose(2, 3))  # (n, G, Cout/G, Cin/G*k*k)
     return grads.reshape(n, *layer.weight.shape)
+
+
+def per_sample_conv_gradients_by_shifts(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``(n, *weight.shape)``: per-sample weight gradients of a stride-1, ungrouped conv without unfolding.
+
+    Each kernel tap ``(i, j)`` is one batched matrix product of the output gradient with the padded input
+    shifted by the tap: the input is padded and flattened row by row, so that a tap's shifted input is a
+    strided view (offset ``i * dilation * padded_width + j * dilation``), and the output gradient is
+    widened to the padded width with zero columns, which cancel the wrap-around at each row's end. No
+    ``k x k``-fold copy of the input (``im2col``) is made: about twice as fast as unfolding on 32x32 maps.
+    """
+    n, c_in = a.shape[:2]
+    (kh, kw), (dh, dw), (ph, pw) = layer.kernel_size, layer.dilation, layer.padding
+    out_h, out_w = g.shape[-2:]
+    padded_w = a.shape[-1] + 2 * pw
+    flat = F.pad(F.pad(a, (pw, pw, ph, ph)).flatten(2), (0, dw * (kw - 1)))  # the last row's taps stay in range
+    rows = out_h * padded_w
+    g_flat = (F.pad(g, (0, padded_w - out_w)) if padded_w != out_w else g).flatten(2)  # (n, Cout, rows)
+    flat_t = flat.transpose(1, 2)  # (n, positions, Cin)
+    taps = [torch.bmm(g_flat, flat_t[:, offset:offset + rows])
+            for offset in (i * dh * padded_w + j * dw for i in range(kh) for j in range(kw))]
+    return torch.stack(taps, -1).reshape(n, g.shape[1], c_in, kh, kw)
 
 
 def _freeze_batch_statistics(net: nn.Module, x: torch.Tensor) -> None:
