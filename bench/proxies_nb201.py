@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--variance-minutes", type=float, default=None, help="the same, per variance seed")
     ap.add_argument("--shard", default=None, help="K/N: score only archs with index K mod N (run N processes, "
                     "then once without --shard for the figures)")
-    ap.add_argument("--timing-archs", type=int, default=10,
+    ap.add_argument("--timing-archs", type=int, default=20,
                     help="after the study, time all proxies on this many archs again, alone (0: skip); the "
                          "study's own times include whatever else ran on the machine")
     ap.add_argument("--time-every", type=int, default=20, help="score every k-th arch proxy by proxy too")
@@ -172,7 +172,8 @@ def compare_grasp(exact: StudyResult, frozen: StudyResult) -> dict:
 
 def time_alone(settings: StudySettings, bench_data: str, n: int) -> dict:
     """Seconds per arch of all proxies (the study's shared pass plus the rest) and of each proxy alone, on
-    the first ``n`` archs of the study's sample, measured now in this process, one thread; ``shared_frozen``
+    the first ``n`` archs of the study's sample (after one untimed warm-up arch), measured now in this
+    process, one thread; ``shared_frozen``
     and ``all_as_run_frozen`` are the same with GraSP's frozen-pattern forward difference."""
     from edgenas.estimators.proxies.shared import SHARED, shared_scores
     from edgenas.estimators.proxies.study import sample_archs, score_arch
@@ -182,7 +183,14 @@ def time_alone(settings: StudySettings, bench_data: str, n: int) -> dict:
     space = get_space(settings.space)
     data = EvalContext(space=space, data_spec=settings.data, seed=settings.seed, bench_data=bench_data).data
     per: dict[str, list[float]] = {}
-    for arch in sample_archs(space, n, settings.seed):
+    archs = sample_archs(space, n + 1, settings.seed)
+    # one untimed arch first: the first call of each proxy pays one-off costs (imports, PyTorch's flop-counter
+    # and dispatcher set-up: ~2 s for 'flops' alone) that a study of many archs pays once, not per arch
+    score_arch(space, archs[-1], data, settings.proxies, settings.batch, settings.seed, share=True)
+    shared_scores(space.build(archs[-1], data.num_classes, data.in_channels, settings.seed),
+                  data.batch(settings.batch, settings.seed, resolution=space.resolution(archs[-1])), settings.seed,
+                  [n for n in settings.proxies if n in SHARED], hvp="frozen")
+    for arch in archs[:n]:
         _, seconds = score_arch(space, arch, data, settings.proxies, settings.batch, settings.seed,
                                 share=True, standalone_times=True)
         rest = sum(v for k, v in seconds.items() if k in settings.proxies and k not in SHARED)
