@@ -104,6 +104,32 @@ def test_naswot_is_invariant_to_a_positive_weight_scale() -> None:
     assert score("naswot", with_bn, b) == pytest.approx(score("naswot", with_bn_scaled, b), abs=1e-9)
 
 
+class _ReusedBatchNorm(nn.Module):
+    """One BN layer applied after two different convs (a shared normalisation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.b(torch.relu(self.bn(self.a(x))))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def test_zen_reads_each_call_of_a_reused_batch_norm() -> None:
+    tracked = _ReusedBatchNorm()
+    direct = _ReusedBatchNorm()  # no running statistics: Zen computes each call's variance from its input
+    direct.load_state_dict(tracked.state_dict())
+    direct.bn.track_running_stats = False
+    direct.bn.running_mean = direct.bn.running_var = direct.bn.num_batches_tracked = None
+    b = batch(8)
+    assert score("zen", tracked, b, seed=3) == pytest.approx(score("zen", direct, b, seed=3), rel=1e-6)
+
+
 def test_naswot_changes_when_the_codes_change() -> None:
     b = batch(16)
     assert score("naswot", make(0), b) != score("naswot", make(1), b)

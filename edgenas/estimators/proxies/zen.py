@@ -92,11 +92,16 @@ def _one_draw(net: nn.Module, bns: list[nn.Module], x_shape: tuple[int, ...], al
     x = torch.randn(x_shape)
     eps = torch.randn(x_shape)
     variances: list[float | tuple[nn.Module, int]] = []
+    pending: dict[nn.Module, int] = {}  # BN layer -> its entry still to be read from running_var
 
     def on_bn(module: nn.Module, inputs: Any) -> None:
         t = inputs[0].detach()
         per_channel = t.numel() // t.shape[1]
         if module.track_running_stats:  # read after the pass: running_var = the batch's unbiased variance
+            if module in pending:  # a layer applied again: read its previous call's variance before it goes
+                i = pending[module]
+                variances[i] = _biased_mean_variance(variances[i])
+            pending[module] = len(variances)
             variances.append((module, per_channel))
         else:
             variances.append(float(t.var(dim=[0, *range(2, t.dim())], unbiased=False).double().mean()))
