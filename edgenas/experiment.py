@@ -82,7 +82,7 @@ class ExperimentConfig:
                 from edgenas.errors import unknown_name
 
                 raise unknown_name("metric", m, METRICS)
-        from edgenas.evaluators import parse_estimator_option
+        from edgenas.estimators.options import parse_estimator_option
 
         for key, value in self.estimator_options.items():
             parse_estimator_option(f"{key}={value}")

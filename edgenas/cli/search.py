@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from edgenas.errors import EdgenasError
+from edgenas.estimators.options import ESTIMATOR_OPTIONS
 
 
 def _parse_constraint(text: str) -> tuple[str, float]:
@@ -34,7 +35,9 @@ def search(
     objectives: str = typer.Option(None, help="Comma-separated metrics: accuracy,latency,params,flops."),
     estimator_option: list[str] = typer.Option(
         None, "--estimator-option",
-        help="KEY=VALUE for the estimator (repeatable): proxy_batch, ensemble_reference, grasp_hvp=exact|frozen."),
+        help="KEY=VALUE for the estimator (repeatable): " + "; ".join(
+            f"{key}{'=' + '|'.join(allowed) if allowed else ''}: {text}"
+            for key, (_, allowed, text) in ESTIMATOR_OPTIONS.items()) + "."),
     epochs: int = typer.Option(None, help="Training epochs per architecture (estimator 'train')."),
     seed: int = typer.Option(None, help="Seed of the strategy, weight init and batch order."),
     backend: str = typer.Option(None, help="Latency backend on cpu: onnxruntime | torch."),
@@ -63,7 +66,7 @@ def search(
     if constraints:
         given["constraints"] = constraints
     if estimator_option:
-        from edgenas.evaluators import parse_estimator_option
+        from edgenas.estimators.options import parse_estimator_option
 
         given["estimator_options"] = dict(parse_estimator_option(o) for o in estimator_option)
     given = {k: v for k, v in given.items() if v is not None}
