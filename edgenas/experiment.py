@@ -27,9 +27,11 @@ from typing import Any
 
 from edgenas.errors import ConstraintUnsatisfiable, EdgenasError
 from edgenas.evaluators import COSTS, EvalContext, Evaluator, make_cost, make_estimator, make_target
+from edgenas.executors import Executor, make_executor
 from edgenas.io import atomic_write_json
 from edgenas.search import TrialResult, make_strategy
 from edgenas.spaces import get_space
+from edgenas.spaces.base import Arch
 from edgenas.store import (
     TrialRecord,
     TrialStore,
@@ -69,12 +71,16 @@ class ExperimentConfig:
     bench_data: str | None = None
     max_rejections: int | None = None
     estimator_options: dict[str, Any] = field(default_factory=dict)  # EvalContext.options (--estimator-option)
+    workers: int = 1  # accuracy evaluations at once; > 1 runs them on Ray actors (edgenas.executors)
+    ray_address: str | None = None  # a running Ray cluster (default: $RAY_ADDRESS, else a local one)
 
     def validate(self) -> None:
         if self.budget <= 0:
             raise EdgenasError(f"--budget must be a positive number of evaluations, got {self.budget}")
         if self.epochs <= 0:
             raise EdgenasError(f"--epochs must be positive, got {self.epochs}")
+        if self.workers <= 0:
+            raise EdgenasError(f"--workers must be a positive number of parallel evaluations, got {self.workers}")
         if not self.objectives:
             raise EdgenasError("give at least one objective, e.g. --objectives accuracy,latency")
         for m in [*self.objectives, *self.constraints]:
@@ -111,6 +117,18 @@ class ExperimentConfig:
         return cls.from_json(json.loads(path.read_text()))
 
 
+def eval_context(config: ExperimentConfig) -> EvalContext:
+    """The evaluation context of a search: the same in the experiment and in every worker."""
+    out = Path(config.out)
+    return EvalContext(
+        space=get_space(config.space), data_spec=config.data, seed=config.seed, epochs=config.epochs,
+        batch_size=config.batch_size, backend=config.backend, threads=config.threads,
+        cache_dir=config.cache_dir or str(out / "cache"),
+        weights_dir=str(out / "weights") if config.keep_weights else None,
+        bench_data=config.bench_data, max_train=config.max_train, options=dict(config.estimator_options),
+    )
+
+
 @dataclass
 class ExperimentResult:
     out: Path
@@ -131,19 +149,15 @@ class Experiment:
         self.config = config
         self.out = Path(config.out)
         self.space = get_space(config.space)
-        self.ctx = EvalContext(
-            space=self.space, data_spec=config.data, seed=config.seed, epochs=config.epochs,
-            batch_size=config.batch_size, backend=config.backend, threads=config.threads,
-            cache_dir=config.cache_dir or str(self.out / "cache"),
-            weights_dir=str(self.out / "weights") if config.keep_weights else None,
-            bench_data=config.bench_data, max_train=config.max_train, options=dict(config.estimator_options),
-        )
+        self.ctx = eval_context(config)
         self.objectives = [(m, "maximize" if m == "accuracy" else "minimize") for m in config.objectives]
         self.strategy = self._make_strategy()
         self.evaluators = self._make_evaluators()
         self._set_feasibility_filter()
         self.store: TrialStore | None = None
         self.records: list[TrialRecord] = []
+        self.executor: Executor | None = None
+        self._owns_executor = False
 
     # ------------------------------------------------------------------ set-up
     def _make_evaluators(self) -> dict[str, Evaluator]:
@@ -185,7 +199,8 @@ class Experiment:
                 )
             stored = ExperimentConfig.load(self.out).to_json()
             mine = self.config.to_json()
-            differ = [k for k in mine if k not in ("budget", "out", "max_rejections") and stored.get(k) != mine[k]]
+            free = ("budget", "out", "max_rejections", "workers", "ray_address")  # may change on resume
+            differ = [k for k in mine if k not in free and stored.get(k) != mine[k]]
             if differ:
                 k = differ[0]
                 raise EdgenasError(
@@ -229,8 +244,11 @@ class Experiment:
         return metrics, math.isfinite(acc) and not self.violations(metrics)
 
     # -------------------------------------------------------------------- run
-    def start(self, resume: bool = False) -> None:
-        """Open the store, rebuild the strategy from stored trials, check the constraints are reachable."""
+    def start(self, resume: bool = False, executor: Executor | None = None) -> None:
+        """Open the store, rebuild the strategy from stored trials, check the constraints are reachable, and
+        set up where the accuracy evaluations run: ``executor``, or by default
+        :func:`edgenas.executors.make_executor` of the config (in this process for ``workers`` 1, else Ray
+        actors; an unreachable cluster fails here, before anything runs)."""
         self._prepare_out(resume)
         self.store = TrialStore(self.out, [d for _, d in self.objectives])
         self.records = self.store.records()
@@ -239,53 +257,99 @@ class Experiment:
         self.strategy.n_asked = len(self.records)
         if not self.records:
             self.check_reachable()
+        self._owns_executor = executor is None
+        self.executor = executor or make_executor(self.config.to_json(), self.evaluators["accuracy"])
 
-    def run(self, resume: bool = False, progress: ProgressFn | None = None) -> ExperimentResult:
-        """Run (or continue) the search until the budget is spent; see the module docstring."""
+    def run(self, resume: bool = False, progress: ProgressFn | None = None,
+            executor: Executor | None = None) -> ExperimentResult:
+        """Run (or continue) the search until the budget is spent; see the module docstring.
+
+        Accuracy evaluations go to the executor of :meth:`start` (``executor`` here if it has not run yet),
+        up to ``executor.workers`` candidates at a time: the strategy proposes that many before it is told
+        their results (in the order it proposed them), so with several workers a search explores differently
+        from a one-worker one, and a resumed one need not repeat the interrupted run's proposals. The cheap
+        metrics stay in this process, one candidate at a time. An executor that :meth:`start` made is closed
+        at the end.
+        """
         if self.store is None:
-            self.start(resume)
-        assert self.store is not None
-        cfg, store, strategy, records = self.config, self.store, self.strategy, self.records
+            self.start(resume, executor)
+        elif executor is not None:
+            self.executor, self._owns_executor = executor, False
+        elif self.executor is None:  # run again after a run closed its executor
+            self._owns_executor = True
+            self.executor = make_executor(self.config.to_json(), self.evaluators["accuracy"])
+        assert self.executor is not None
+        try:
+            reason = self._search(self.executor, progress)
+        finally:
+            if self._owns_executor:
+                self.executor.close()
+                self.executor = None
+        self._write_outputs(self.records)
+        return ExperimentResult(self.out, self.records, pareto_records(self.records, self.objectives),
+                                best_record(self.records, *self.objectives[0]), reason)
+
+    def _search(self, executor: Executor, progress: ProgressFn | None) -> str:
+        store = self.store
+        assert store is not None
+        cfg, strategy, records = self.config, self.strategy, self.records
         seen = {self.space.key(r.arch) for r in records}
         done = sum(r.feasible for r in records)
         rejected = len(records) - done
         max_rejections = cfg.max_rejections or 20 * cfg.budget
-        duplicates_in_a_row, reason = 0, "budget reached"
-        while done < cfg.budget:
-            if strategy.exhausted:
-                reason = "the strategy has proposed every architecture"
-                break
-            try:
-                arch = strategy.ask()
-            except EdgenasError as exc:
-                reason = str(exc)
-                break
-            key = self.space.key(arch)
-            if key in seen:
-                duplicates_in_a_row += 1
-                if duplicates_in_a_row > 200:
-                    reason = "the strategy keeps proposing architectures already evaluated"
-                    break
-                continue
-            duplicates_in_a_row = 0
-            start = time.perf_counter()
-            metrics, feasible = self.evaluate(arch)
-            record = store.add(self.space, arch, metrics, feasible, cfg.objectives, time.perf_counter() - start)
-            strategy.tell(record.arch, TrialResult(record.metrics, record.feasible))
-            seen.add(key)
-            records.append(record)
+        duplicates_in_a_row = 0
+        too_many_rejected = ("{} candidates broke the constraints; stopping (the constraints may be too tight "
+                             "for this space)")
+
+        def record(arch: Arch, metrics: dict[str, float], feasible: bool, seconds: float) -> None:
+            nonlocal done, rejected
+            rec = store.add(self.space, arch, metrics, feasible, cfg.objectives, seconds)
+            strategy.tell(rec.arch, TrialResult(rec.metrics, rec.feasible))
+            records.append(rec)
             self._write_outputs(records)
-            done += record.feasible
-            rejected += not record.feasible
+            done += rec.feasible
+            rejected += not rec.feasible
             if progress:
-                progress(done, cfg.budget, record)
-            if rejected >= max_rejections:
-                reason = (f"{rejected} candidates broke the constraints; stopping (the constraints may be "
-                          f"too tight for this space)")
-                break
-        self._write_outputs(records)
-        return ExperimentResult(self.out, records, pareto_records(records, self.objectives),
-                                best_record(records, *self.objectives[0]), reason)
+                progress(done, cfg.budget, rec)
+
+        while done < cfg.budget:
+            batch: list[tuple[Arch, dict[str, float], float]] = []  # awaiting accuracy: arch, costs, seconds
+            stop = None
+            while len(batch) < min(executor.workers, cfg.budget - done) and stop is None:
+                if strategy.exhausted:
+                    stop = "the strategy has proposed every architecture"
+                    break
+                try:
+                    arch = strategy.ask()
+                except EdgenasError as exc:
+                    stop = str(exc)
+                    break
+                key = self.space.key(arch)
+                if key in seen:
+                    duplicates_in_a_row += 1
+                    if duplicates_in_a_row > 200:
+                        stop = "the strategy keeps proposing architectures already evaluated"
+                    continue
+                duplicates_in_a_row = 0
+                seen.add(key)
+                start = time.perf_counter()
+                metrics = self.cost_metrics(arch)
+                seconds = time.perf_counter() - start
+                if self.violations(metrics):  # infeasible: stored at once, never costs an accuracy evaluation
+                    record(arch, metrics, False, seconds)
+                    if rejected >= max_rejections:
+                        stop = too_many_rejected.format(rejected)
+                else:
+                    batch.append((arch, metrics, seconds))
+            outcomes = executor.map([arch for arch, _, _ in batch])
+            for (arch, metrics, seconds), (accuracy, eval_seconds) in zip(batch, outcomes, strict=True):
+                metrics["accuracy"] = accuracy
+                record(arch, metrics, math.isfinite(accuracy) and not self.violations(metrics), seconds + eval_seconds)
+                if rejected >= max_rejections and stop is None:
+                    stop = too_many_rejected.format(rejected)
+            if stop is not None:
+                return stop
+        return "budget reached"
 
     def _write_outputs(self, records: list[TrialRecord]) -> None:
         write_trials_csv(self.out / "trials.csv", records)

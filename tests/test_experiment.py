@@ -181,6 +181,8 @@ def test_cli_estimator_options_reach_the_proxy_and_are_stored(tmp_path):
     (["--estimator-option", "grasp_hvp=approx"], "grasp_hvp must be one of exact, frozen"),
     (["--estimator-option", "proxy_bach=8"], "did you mean 'proxy_batch'"),
     (["--estimator-option", "proxy_batch"], "is KEY=VALUE"),
+    (["--workers", "0"], "--workers must be a positive"),
+    (["--workers", "2", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     r = _cli("search", "--out", str(tmp_path / "x"), "--space", MICRO, "--data", "synthetic", *args)

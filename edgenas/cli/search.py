@@ -43,6 +43,10 @@ def search(
     backend: str = typer.Option(None, help="Latency backend on cpu: onnxruntime | torch."),
     threads: int = typer.Option(None, help="Threads for latency measurement."),
     population: int = typer.Option(None, help="Population size (evolution, nsga2)."),
+    workers: int = typer.Option(None, help="Accuracy evaluations at once (default 1); more than one run on Ray "
+                                "actors, one CPU each (pip install 'edgenas[ray]')."),
+    ray_address: str = typer.Option(None, "--ray-address",
+                                    help="Join this running Ray cluster (default $RAY_ADDRESS, else start one here)."),
     max_train: int = typer.Option(None, help="Use only the first N training images."),
     bench_data: str = typer.Option(None, help="Reference data folder (default $EDGENAS_DATA)."),
     cache_dir: str = typer.Option(None, help="Latency cache folder (default OUT/cache)."),
@@ -58,6 +62,7 @@ def search(
         "space": space, "data": data, "target": target, "estimator": estimator, "strategy": strategy,
         "budget": budget, "epochs": epochs, "seed": seed, "backend": backend, "threads": threads,
         "population_size": population, "max_train": max_train, "bench_data": bench_data, "cache_dir": cache_dir,
+        "workers": workers, "ray_address": ray_address,
         "objectives": [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None,
     }
     constraints: dict[str, float] = dict(_parse_constraint(c) for c in constraint or [])
