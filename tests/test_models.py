@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from edgenas.hardware.flops import count_macs, count_params
@@ -58,3 +60,21 @@ def test_residual_only_when_shapes_match():
     blocks = [m for m in model.modules() if isinstance(m, MBConv)]
     assert any(b.residual for b in blocks) and any(not b.residual for b in blocks)
     assert all(b.residual == (b.stride == 1 and b.cin == b.cout) for b in blocks)
+
+
+@pytest.mark.parametrize("space_name", ["mbv3-tiny", "mbv3", "nb201"])
+def test_count_macs_equals_pytorchs_flop_counter_mode(space_name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    space = get_space(space_name)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        arch = space.sample(rng)
+        resolution = space.resolution(arch)
+        model = space.build(arch, 10, 3, seed=0).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as reference:
+            model(torch.zeros(1, 3, resolution, resolution))
+        fresh = space.build(arch, 10, 3, seed=0)  # nothing cached from a first forward pass
+        first = count_macs(fresh, resolution)
+        assert first == reference.get_total_flops() // 2 > 0
+        assert count_macs(fresh, resolution) == first  # no one-off set-up work counted on the first pass

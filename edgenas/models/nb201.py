@@ -83,10 +83,13 @@ class AvgPool3x3(nn.AvgPool2d):
 
     def _inverse_window(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = (height, width, dtype, device)
-        if key not in self._inv_window:
-            ones = torch.ones(1, 1, height, width, dtype=dtype, device=device)
-            window = F.conv2d(F.pad(ones, (1, 1, 1, 1)), torch.ones(1, 1, 3, 3, dtype=dtype, device=device))
-            self._inv_window[key] = window.reciprocal()
+        if key not in self._inv_window:  # pixels in each window: counted, not convolved (no MACs to count)
+            def inside(n: int) -> torch.Tensor:
+                i = torch.arange(n, device=device)
+                return (torch.clamp(i + 1, max=n - 1) - torch.clamp(i - 1, min=0) + 1).to(dtype)
+
+            window = inside(height)[:, None] * inside(width)[None, :]
+            self._inv_window[key] = window.reciprocal().reshape(1, 1, height, width)
         return self._inv_window[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
