@@ -10,7 +10,8 @@ Applications", OSDI 2018): ``workers`` actors, one CPU each, each of which build
 estimator once from the search's config (:func:`edgenas.experiment.eval_context`) and then evaluates one
 architecture per call; ``ray.util.ActorPool`` hands each free actor the next architecture. On a local
 machine it starts Ray itself; with ``address`` (or ``$RAY_ADDRESS``) it joins a running cluster, whose
-nodes must then see the same data path and output folder (the trained weights are written there).
+nodes must then see the same data path and output folder (the trained weights are written there). Each
+actor works in the search's working directory where that exists, so relative paths keep their meaning.
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def _timed(evaluator: Evaluator, arch: Mapping[str, Any]) -> Outcome:
 class AccuracyWorker:
     """What one Ray actor holds: the accuracy estimator of a search, built once from its config."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], cwd: str | None = None) -> None:
         from edgenas.evaluators import make_estimator
         from edgenas.experiment import ExperimentConfig, eval_context
 
+        if cwd and os.path.isdir(cwd):  # the search's relative paths (--data, --out) mean what they meant there
+            os.chdir(cwd)
         cfg = ExperimentConfig.from_json(config)
         self.evaluator = make_estimator(cfg.estimator, eval_context(cfg))
 
@@ -102,7 +105,7 @@ class RayExecutor(Executor):
                                    f"(or $RAY_ADDRESS), or leave it out to run on this machine") from None
             self._started_ray = True
         actor = ray.remote(num_cpus=1)(AccuracyWorker)
-        self._actors = [actor.remote(dict(config)) for _ in range(workers)]
+        self._actors = [actor.remote(dict(config), os.getcwd()) for _ in range(workers)]
         self._pool = ActorPool(self._actors)
 
     def map(self, archs: Sequence[Mapping[str, Any]]) -> Iterator[Outcome]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -84,19 +85,22 @@ def test_resume_may_change_the_number_of_workers(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'edgenas[ray]')")
 def test_search_on_ray_workers_matches_in_process_evaluations(tmp_path):
     """Two Ray actors evaluate the search's candidates; each accuracy equals this process's own."""
-    code = (
-        "import json, sys; sys.path.insert(0, '.');"
+    code = (  # run from tmp_path with a relative --out: the workers must write the weights where it points
+        "import json;"
         "from edgenas.experiment import ExperimentConfig, run_search;"
-        f"cfg = ExperimentConfig(out={str(tmp_path / 'ray')!r}, space={MICRO!r}, data='synthetic', estimator='train',"
+        f"cfg = ExperimentConfig(out='ray', space={MICRO!r}, data='synthetic', estimator='train',"
         " target=None, strategy='random', budget=4, objectives=['accuracy', 'params'], epochs=1, workers=2);"
         "r = run_search(cfg); print(json.dumps([[x.arch, x.metrics['accuracy']] for x in r.records]))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the micro space's module, for the workers too
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
 
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(rows) == 4
+    assert len(list((tmp_path / "ray" / "weights").iterdir())) == 4
     serial = Experiment(config(tmp_path / "serial")).evaluators["accuracy"]
     for arch, accuracy in rows:
         assert accuracy == serial(arch)
