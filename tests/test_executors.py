@@ -14,15 +14,13 @@ from edgenas.executors import InProcessExecutor
 from edgenas.experiment import Experiment, ExperimentConfig, run_search
 
 from .conftest import REPO
-
-MICRO = "tests.micro_space:micro_space"
+from .test_experiment import MICRO
+from .test_experiment import config as micro_config
 
 
 def config(out, **kw) -> ExperimentConfig:
-    base = dict(out=str(out), space=MICRO, data="synthetic", estimator="train", target=None, strategy="evolution",
-                budget=7, objectives=["accuracy", "params"], epochs=1, population_size=4, sample_size=2)
-    base.update(kw)
-    return ExperimentConfig(**base)
+    """The experiment tests' micro search, with a budget of 7 (two full batches of 3 and a last of 1)."""
+    return micro_config(out, **{"budget": 7, **kw})
 
 
 class CountingExecutor(InProcessExecutor):
