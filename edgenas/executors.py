@@ -16,6 +16,7 @@ actor works in the search's working directory where that exists, so relative pat
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from abc import ABC, abstractmethod
@@ -97,9 +98,10 @@ class RayExecutor(Executor):
             try:
                 if address:
                     _check_reachable(address)
-                    ray.init(address=address, log_to_driver=False)
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
                 else:
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
             except ConnectionError as exc:
                 raise EdgenasError(f"cannot reach the Ray cluster at '{address}' ({exc}); check --ray-address "
                                    f"(or $RAY_ADDRESS), or leave it out to run on this machine") from None
