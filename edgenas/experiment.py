@@ -9,8 +9,9 @@ budget, objectives, constraints, seed). :class:`Experiment` runs it:
 3. every finished evaluation goes to the store before the next one starts, and ``trials.csv`` /
    ``pareto.json`` are rewritten atomically.
 
-A killed run resumes (``resume=True``) from the store, losing at most the evaluation in flight: the
-strategy is rebuilt by replaying the stored trials, and no architecture is evaluated twice. Before the
+A killed run resumes (``resume=True``) from the store, losing at most the evaluations in flight (one, or
+up to ``workers`` with a Ray executor, :mod:`edgenas.executors`): the strategy is rebuilt by replaying the
+stored trials, and no stored architecture is evaluated again. Before the
 search, the smallest architecture of the space is checked against the constraints, so that an impossible
 budget is reported at once with the smallest latency found.
 """
