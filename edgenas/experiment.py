@@ -235,15 +235,6 @@ class Experiment:
                 f"the smallest architecture has {m} {metrics[m]:.4g} {unit}; relax the constraint"
             )
 
-    def evaluate(self, arch: Mapping[str, Any]) -> tuple[dict[str, float], bool]:
-        """All metrics of ``arch``; accuracy only when every constraint holds."""
-        metrics = self.cost_metrics(arch)
-        if self.violations(metrics):
-            return metrics, False
-        acc = float(self.evaluators["accuracy"](arch))
-        metrics["accuracy"] = acc
-        return metrics, math.isfinite(acc) and not self.violations(metrics)
-
     # -------------------------------------------------------------------- run
     def start(self, resume: bool = False, executor: Executor | None = None) -> None:
         """Open the store, rebuild the strategy from stored trials, check the constraints are reachable, and
@@ -258,6 +249,10 @@ class Experiment:
         self.strategy.n_asked = len(self.records)
         if not self.records:
             self.check_reachable()
+        self._use_executor(executor)
+
+    def _use_executor(self, executor: Executor | None) -> None:
+        """``executor``, or one made from the config (which :meth:`run` then closes at its end)."""
         self._owns_executor = executor is None
         self.executor = executor or make_executor(self.config.to_json(), self.evaluators["accuracy"])
 
@@ -274,11 +269,8 @@ class Experiment:
         """
         if self.store is None:
             self.start(resume, executor)
-        elif executor is not None:
-            self.executor, self._owns_executor = executor, False
-        elif self.executor is None:  # run again after a run closed its executor
-            self._owns_executor = True
-            self.executor = make_executor(self.config.to_json(), self.evaluators["accuracy"])
+        elif executor is not None or self.executor is None:  # a given one, or run again after a run closed its own
+            self._use_executor(executor)
         assert self.executor is not None
         try:
             reason = self._search(self.executor, progress)

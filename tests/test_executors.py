@@ -54,8 +54,8 @@ def test_several_workers_ask_a_batch_then_tell_it_in_order(tmp_path):
 
 
 def test_infeasible_candidates_never_reach_the_workers(tmp_path):
-    space_min = Experiment(config(tmp_path / "probe")).cost_metrics(
-        Experiment(config(tmp_path / "probe2")).space.extreme(smallest=True))["params"]
+    probe = Experiment(config(tmp_path / "probe"))
+    space_min = probe.cost_metrics(probe.space.extreme(smallest=True))["params"]
     exp = Experiment(config(tmp_path, strategy="random", constraints={"params": space_min * 1.3}))
     executor = CountingExecutor(exp.evaluators["accuracy"], workers=2)
     result = exp.run(executor=executor)
