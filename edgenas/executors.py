@@ -12,6 +12,11 @@ architecture per call; ``ray.util.ActorPool`` hands each free actor the next arc
 machine it starts Ray itself; with ``address`` (or ``$RAY_ADDRESS``) it joins a running cluster, whose
 nodes must then see the same data path and output folder (the trained weights are written there). Each
 actor works in the search's working directory where that exists, so relative paths keep their meaning.
+
+A worker process that dies (killed for memory, a lost node) is restarted and its evaluation run again, up
+to :data:`RESTARTS` times per actor (Ray's actor fault tolerance; an evaluation is seeded, so a rerun gives
+the same result); past that, or when a worker cannot even start (say the data path is missing on its node),
+the search stops with a one-line error and everything stored so far is kept for ``--resume``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from edgenas.errors import EdgenasError
 from edgenas.evaluators import Evaluator
 
 Outcome = tuple[float, float]  # (accuracy, seconds the evaluation took)
+RESTARTS = 2  # times a Ray actor that died is restarted (and its evaluation retried) before the search stops
 
 
 class Executor(ABC):
@@ -82,9 +88,12 @@ class AccuracyWorker:
 
 
 class RayExecutor(Executor):
-    """``workers`` Ray actors (one CPU each) that evaluate architectures for the search ``config``."""
+    """``workers`` Ray actors (one CPU each) that evaluate architectures for the search ``config``;
+    ``actor_class`` is what each actor holds (built as ``actor_class(config, cwd)``, with an ``evaluate(arch)``
+    method returning an :data:`Outcome`)."""
 
-    def __init__(self, config: Mapping[str, Any], workers: int, address: str | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any], workers: int, address: str | None = None,
+                 actor_class: type = AccuracyWorker) -> None:
         try:
             import ray
             from ray.util import ActorPool
@@ -106,7 +115,7 @@ class RayExecutor(Executor):
                 raise EdgenasError(f"cannot reach the Ray cluster at '{address}' ({exc}); check --ray-address "
                                    f"(or $RAY_ADDRESS), or leave it out to run on this machine") from None
             self._started_ray = True
-        actor = ray.remote(num_cpus=1)(AccuracyWorker)
+        actor = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(actor_class)
         self._actors = [actor.remote(dict(config), os.getcwd()) for _ in range(workers)]
         self._pool = ActorPool(self._actors)
 
@@ -125,8 +134,12 @@ class RayExecutor(Executor):
                     raise cause from None
                 raise
             except RayActorError as exc:
-                raise EdgenasError(f"a Ray worker died during an evaluation ({type(exc).__name__}); the results "
-                                   f"stored so far are kept: rerun with --resume") from None
+                if getattr(exc, "actor_init_failed", False):
+                    raise EdgenasError(f"a Ray worker could not start: {_root_cause(exc)}; the results stored so "
+                                       f"far are kept: fix that and rerun with --resume") from None
+                raise EdgenasError(f"a Ray worker died during an evaluation {RESTARTS + 1} times "
+                                   f"({type(exc).__name__}); the results stored so far are kept: rerun with "
+                                   f"--resume") from None
             yield float(outcome[0]), float(outcome[1])
 
     def close(self) -> None:
@@ -138,6 +151,17 @@ class RayExecutor(Executor):
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def _root_cause(exc: Exception) -> str:
+    """The last line of a Ray error's report that names an exception (the worker's own error), without the
+    module path of edgenas's errors."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        name, sep, message = line.partition(": ")
+        if sep and name.replace(".", "").replace("_", "").isalnum() and name.split(".")[-1][:1].isupper():
+            return message if name.endswith("EdgenasError") else line
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -102,3 +102,94 @@ def test_search_on_ray_workers_matches_in_process_evaluations(tmp_path):
     serial = Experiment(config(tmp_path / "serial")).evaluators["accuracy"]
     for arch, accuracy in rows:
         assert accuracy == serial(arch)
+
+
+class FailingExecutor(CountingExecutor):
+    """Raises a worker's error at the ``fail_at``-th evaluation (counting from 0) of the search."""
+
+    def __init__(self, evaluator, workers: int, fail_at: int) -> None:
+        super().__init__(evaluator, workers)
+        self.fail_at, self.done = fail_at, 0
+
+    def map(self, archs):
+        for outcome in super().map(archs):
+            if self.done == self.fail_at:
+                raise EdgenasError("a Ray worker died during an evaluation 3 times")
+            self.done += 1
+            yield outcome
+
+
+def test_a_failed_worker_loses_nothing_already_evaluated_and_resume_finishes(tmp_path):
+    exp = Experiment(config(tmp_path))
+    executor = FailingExecutor(exp.evaluators["accuracy"], workers=3, fail_at=4)
+    with pytest.raises(EdgenasError, match="died"):
+        exp.run(executor=executor)
+    sent = [a for b in executor.batches for a in b]
+    resumed = Experiment(config(tmp_path))
+    resumed.start(resume=True, executor=CountingExecutor(resumed.evaluators["accuracy"], workers=3))
+    result = resumed.run()
+    assert [r.arch for r in result.records[:4]] == sent[:4]  # the four evaluated before the failure, in order
+    assert len(result.records) == 7 and len({exp.space.key(r.arch) for r in result.records}) == 7
+
+
+RAY_FAILURES = '''
+import json, os
+from edgenas.errors import EdgenasError
+from edgenas.executors import RayExecutor
+
+class DiesOnce:
+    def __init__(self, config, cwd):
+        self.marker = os.path.join(cwd, "died")
+    def evaluate(self, arch):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return float(arch["x"]), 0.0
+
+class AlwaysDies:
+    def __init__(self, config, cwd):
+        pass
+    def evaluate(self, arch):
+        os._exit(1)
+
+class CannotStart:
+    def __init__(self, config, cwd):
+        raise EdgenasError("data path 'npz:/nowhere' does not exist on this node")
+    def evaluate(self, arch):
+        return 0.0, 0.0
+
+class BadArch:
+    def __init__(self, config, cwd):
+        pass
+    def evaluate(self, arch):
+        raise EdgenasError(f"unknown choice {arch['x']}")
+
+report = {}
+for name, cls in [("dies_once", DiesOnce), ("always_dies", AlwaysDies), ("cannot_start", CannotStart),
+                  ("bad_arch", BadArch)]:
+    with RayExecutor({}, 2, actor_class=cls) as ex:
+        try:
+            report[name] = [a for a, _ in ex.map([{"x": 1}, {"x": 2}, {"x": 3}])]
+        except EdgenasError as exc:
+            report[name] = "EdgenasError: " + str(exc)
+print(json.dumps(report))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'edgenas[ray]')")
+def test_ray_workers_restart_after_a_crash_and_fail_with_one_line_errors(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", RAY_FAILURES], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["dies_once"] == [1.0, 2.0, 3.0]  # the crashed worker was restarted and its evaluation rerun
+    assert report["always_dies"].startswith("EdgenasError: a Ray worker died during an evaluation 3 times")
+    assert "--resume" in report["always_dies"]
+    assert report["cannot_start"] == ("EdgenasError: a Ray worker could not start: data path 'npz:/nowhere' does "
+                                      "not exist on this node; the results stored so far are kept: fix that and "
+                                      "rerun with --resume")
+    assert report["bad_arch"] == "EdgenasError: unknown choice 1"
