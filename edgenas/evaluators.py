@@ -97,6 +97,14 @@ def _train(arg: str, ctx: EvalContext) -> Evaluator:
                           weights_dir=ctx.weights_dir)
 
 
+def _net2net(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.estimators.net2net import Net2NetEstimator
+    from edgenas.estimators.train import TrainRecipe
+
+    return Net2NetEstimator(ctx.space, ctx.data, TrainRecipe(epochs=ctx.epochs, batch_size=ctx.batch_size),
+                            seed=ctx.seed, weights_dir=ctx.weights_dir)
+
+
 def _params(arg: str, ctx: EvalContext) -> Evaluator:
     from edgenas.hardware.cost import ParamsCost
 
@@ -171,7 +179,7 @@ def _peak_memory(arg: str, ctx: EvalContext) -> Evaluator:
     return peak_memory_cost(arg, ctx)
 
 
-ESTIMATORS: dict[str, Factory] = {"train": _train}
+ESTIMATORS: dict[str, Factory] = {"train": _train, "net2net": _net2net}
 COSTS: dict[str, Factory] = {"params": _params, "flops": _macs, "param_bytes": _param_bytes,
                              "peak_memory": _peak_memory}
 ESTIMATOR_PREFIXES: dict[str, Factory] = {
