@@ -28,7 +28,7 @@ def search(
     data: str = typer.Option(None, help="digits | npz:PATH | cifar10:PATH | folder:PATH | synthetic"),
     target: str = typer.Option(None, help="Device target for latency: cpu (measured here), ..."),
     estimator: str = typer.Option(None, help="Accuracy estimator: train, ..."),
-    strategy: str = typer.Option(None, help="random | grid | evolution | tpe | nsga2 | ..."),
+    strategy: str = typer.Option(None, help="random | grid | evolution | tpe | nsga2 | reinforce | bo | eas"),
     budget: int = typer.Option(None, help="Number of accuracy evaluations (default 20)."),
     latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget in ms on the target."),
     constraint: list[str] = typer.Option(None, "--constraint", help="Extra constraint METRIC<=VALUE (repeatable)."),

@@ -11,6 +11,7 @@ from typing import Any
 from edgenas.errors import unknown_name
 from edgenas.search.base import Objective, Strategy, TrialResult
 from edgenas.search.bayes import ThompsonBayes
+from edgenas.search.eas import NetworkTransformationSearch
 from edgenas.search.evolution import RegularizedEvolution
 from edgenas.search.grid import GridSearch
 from edgenas.search.random_search import RandomSearch
@@ -35,6 +36,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "nsga2": _optuna("nsga2"),
     "reinforce": ReinforceController,
     "bo": ThompsonBayes,
+    "eas": NetworkTransformationSearch,
 }
 
 
