@@ -28,7 +28,6 @@ evaluated before (as in EAS); each Ray worker keeps its own pool.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -216,12 +215,9 @@ class Net2NetEstimator(Evaluator):
             self.parents[key] = parent_key
             accuracy = self._train(model, arch)
         if self.weights_dir is not None:
-            from edgenas.estimators.train import weights_file
-            from edgenas.io import atomic_write_bytes
+            from edgenas.estimators.train import save_weights, weights_file
 
-            buf = io.BytesIO()
-            torch.save(model.state_dict(), buf)
-            atomic_write_bytes(weights_file(self.weights_dir, self.space, arch), buf.getvalue())
+            save_weights(model, weights_file(self.weights_dir, self.space, arch))
         return accuracy
 
     def describe(self) -> str:

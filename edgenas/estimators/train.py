@@ -45,6 +45,17 @@ def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: 
     return Path(weights_dir) / f"{digest}.pt"
 
 
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s state dict to ``path`` atomically (read back with ``weights_only=True``)."""
+    import io
+
+    from edgenas.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy in percent (batches are moved to the model's device)."""
@@ -162,13 +173,7 @@ class TrainEstimator(Evaluator):
     def __call__(self, arch: Mapping[str, Any]) -> float:
         model, acc = self.fit(arch)
         if self.weights_dir is not None:
-            import io
-
-            from edgenas.io import atomic_write_bytes
-
-            buf = io.BytesIO()
-            torch.save(model.state_dict(), buf)
-            atomic_write_bytes(weights_file(self.weights_dir, self.space, arch), buf.getvalue())
+            save_weights(model, weights_file(self.weights_dir, self.space, arch))
         return acc
 
     def describe(self) -> str:
