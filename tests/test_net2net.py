@@ -126,6 +126,10 @@ def test_the_estimator_inherits_from_the_largest_dominated_architecture_it_train
     assert est.parents == {key(root): None, key(mid): key(root), key(big): key(mid), key(side): key(root)}
     assert est(root) == est(root)  # the root is only evaluated again, not retrained
     assert len(est.pool) == 4
+    small_pool = Net2NetEstimator(space, data, TrainRecipe(epochs=1), seed=0, max_pool=2)
+    for arch in (mid, big, side):
+        small_pool(arch)
+    assert len(small_pool.pool) == 2 and key(root) in small_pool.pool and key(side) in small_pool.pool
 
 
 def test_a_search_with_the_net2net_estimator(tmp_path):

@@ -23,7 +23,8 @@ the copies' symmetry, as Net2Net suggests, at the price of exactness.
 weights of every architecture it has evaluated, starts each new one from the largest of them that the
 new one dominates (or from the space's smallest architecture at that resolution and width, trained first
 with the same recipe), and trains it for the recipe's epochs. An accuracy therefore depends on what was
-evaluated before (as in EAS); each Ray worker keeps its own pool.
+evaluated before (as in EAS); each Ray worker keeps its own pool. The pool holds at most ``max_pool`` trained
+networks in memory: past that the least accurate one that is not a root is dropped.
 """
 
 from __future__ import annotations
@@ -166,11 +167,14 @@ class Net2NetEstimator(Evaluator):
     name, unit, direction, cheap = "accuracy", "%", "maximize", False
 
     def __init__(self, space: SearchSpace, data: Dataset, recipe: Any = None, seed: int = 0,
-                 weights_dir: str | os.PathLike[str] | None = None, noise: float = SYMMETRY_NOISE) -> None:
+                 weights_dir: str | os.PathLike[str] | None = None, noise: float = SYMMETRY_NOISE,
+                 max_pool: int = 64) -> None:
         from edgenas.estimators.train import TrainRecipe
 
         self.space, self.data, self.seed, self.weights_dir, self.noise = _mbv3(space), data, seed, weights_dir, noise
         self.recipe = recipe or TrainRecipe()
+        self.max_pool = max_pool
+        self.accuracy: dict[str, float] = {}
         self.pool: dict[str, tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}  # key -> (arch, weights)
         self.parents: dict[str, str | None] = {}  # key -> the key it inherited from (None: from scratch)
 
@@ -181,7 +185,11 @@ class Net2NetEstimator(Evaluator):
         train_model(model, x_train, self.data.y_train, self.recipe, self.seed)
         key = self.space.key(arch)
         self.pool[key] = (dict(arch), {k: v.detach().clone() for k, v in model.state_dict().items()})
-        return evaluate_accuracy(model, x_val, self.data.y_val)
+        self.accuracy[key] = evaluate_accuracy(model, x_val, self.data.y_val)
+        droppable = [k for k in self.pool if self.parents.get(k) is not None and k != key]
+        if len(self.pool) > self.max_pool and droppable:
+            del self.pool[min(droppable, key=lambda k: self.accuracy[k])]
+        return self.accuracy[key]
 
     def _parent(self, arch: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         candidates = [(k, a) for k, (a, _) in self.pool.items()
@@ -203,10 +211,7 @@ class Net2NetEstimator(Evaluator):
         if parent_key == key:  # the root itself: already trained from scratch
             model = self.space.build(arch, self.data.num_classes, self.data.in_channels, self.seed)
             model.load_state_dict(self.pool[key][1])
-            from edgenas.estimators.train import evaluate_accuracy
-
-            accuracy = evaluate_accuracy(model, self.data.at_resolution(self.space.resolution(arch))[1],
-                                         self.data.y_val)
+            accuracy = self.accuracy[key]
         else:
             parent = self.space.build(parent_arch, self.data.num_classes, self.data.in_channels, self.seed)
             parent.load_state_dict(self.pool[parent_key][1])
