@@ -79,13 +79,20 @@ def main() -> None:
               f"output gap before training {gap:.1e})", flush=True)
     mean_s, mean_i = float(np.mean([r["scratch"] for r in rows])), float(np.mean([r["inherited"] for r in rows]))
     wins = sum(r["inherited"] > r["scratch"] for r in rows)
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr([r["scratch"] for r in rows], [r["inherited"] for r in rows]).statistic)
+    roots = {k: net2net.accuracy[k] for k, p in net2net.parents.items() if p is None}
     print(f"\nmean accuracy: scratch {mean_s:.2f}, inherited {mean_i:.2f} ({wins}/{len(rows)} archs better "
-          f"inherited); wall time: scratch {t_scratch:.1f} s, inherited {t_inherit:.1f} s (root included)")
+          f"inherited); wall time: scratch {t_scratch:.1f} s, inherited {t_inherit:.1f} s (root included); "
+          f"root accuracy {', '.join(f'{a:.2f}' for a in roots.values())}; Spearman rho of the two rankings {rho:.2f}")
     tag = "digits" if args.data == "digits" else Path(args.data.split(":", 1)[-1]).name
     path = save(f"net2net_inheritance_{tag}", {
         "data": data.name, "archs": len(rows), "epochs": args.epochs, "resolution": resolution, "threads": 1,
         "mean_scratch": mean_s, "mean_inherited": mean_i, "inherited_better": wins,
-        "seconds_scratch": t_scratch, "seconds_inherited": t_inherit, "rows": rows,
+        "spearman_scratch_vs_inherited": rho, "root_accuracy": list(roots.values()),
+        "seconds_scratch": t_scratch, "seconds_inherited": t_inherit,
+        "rows": rows,
     })
     print(f"wrote {path}")
 

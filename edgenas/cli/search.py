@@ -27,7 +27,8 @@ def search(
     space: str = typer.Option(None, help="Search space name (see 'edgenas spaces') or module:attribute."),
     data: str = typer.Option(None, help="digits | npz:PATH | cifar10:PATH | folder:PATH | synthetic"),
     target: str = typer.Option(None, help="Device target for latency: cpu (measured here), ..."),
-    estimator: str = typer.Option(None, help="Accuracy estimator: train, ..."),
+    estimator: str = typer.Option(
+        None, help="Accuracy estimator: train, net2net (MobileNetV3 spaces), proxy:NAME, tabular:nb201, supernet:PATH"),
     strategy: str = typer.Option(None, help="random | grid | evolution | tpe | nsga2 | reinforce | bo | eas"),
     budget: int = typer.Option(None, help="Number of accuracy evaluations (default 20)."),
     latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget in ms on the target."),
