@@ -6,7 +6,9 @@ Two searches of ``mbv3-tiny`` with the same budget and epochs per evaluation, on
 process (one thread): ``--strategy eas --estimator net2net`` (each child trains on from its parent's
 function) and ``--strategy random --estimator train`` (each from scratch). Reports the best and mean
 accuracy found, the best architecture's parameter count, how many evaluations inherited from a grown
-parent rather than the root, and the wall time of each search (the root's training included).
+parent rather than the root, the wall time of each search (the root's training included), and each search's
+best architecture trained again from scratch with one recipe (``--retrain-epochs``), the fair comparison of
+the architectures the two searches found.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--retrain-epochs", type=int, default=4, help="each search's best arch is then trained "
+                    "from scratch with this many epochs, the same recipe for both")
     args = ap.parse_args()
 
     import torch
@@ -61,9 +65,23 @@ def main() -> None:
             }
             print(f"{label:15s} best {max(acc):6.2f}  mean {np.mean(acc):6.2f}  best params "
                   f"{best.metrics.get('params', float('nan')):,.0f}  {seconds:7.1f} s", flush=True)
+    from edgenas.data import load_dataset
+    from edgenas.estimators.train import TrainEstimator, TrainRecipe
+    from edgenas.spaces import get_space
+
+    data = load_dataset(args.data, 32)
+    if args.max_train:
+        data = data.subset(args.max_train)
+    retrain = TrainEstimator(get_space("mbv3-tiny"), data, recipe=TrainRecipe(epochs=args.retrain_epochs),
+                             seed=args.seed)
+    for label, run in runs.items():
+        run["best_retrained_from_scratch"] = retrain(run["best_arch"])
+        print(f"{label:15s} best arch trained from scratch for {args.retrain_epochs} epochs: "
+              f"{run['best_retrained_from_scratch']:.2f}", flush=True)
     tag = "digits" if args.data == "digits" else Path(args.data.split(":", 1)[-1]).name
     path = save(f"eas_growth_{tag}", {"data": args.data, "budget": args.budget, "epochs": args.epochs,
-                                      "max_train": args.max_train, "threads": 1, "runs": runs})
+                                      "max_train": args.max_train, "retrain_epochs": args.retrain_epochs,
+                                      "threads": 1, "runs": runs})
     print(f"wrote {path}")
 
 
