@@ -192,8 +192,8 @@ class Net2NetEstimator(Evaluator):
         return self.accuracy[key]
 
     def _parent(self, arch: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        candidates = [(k, a) for k, (a, _) in self.pool.items()
-                      if k != self.space.key(arch) and dominates(self.space, arch, a)]
+        own = self.space.key(arch)
+        candidates = [(k, a) for k, (a, _) in self.pool.items() if k != own and dominates(self.space, arch, a)]
         if not candidates:  # the root: the smallest architecture at this resolution and width, trained first
             root = {**self.space.extreme(smallest=True), "resolution": arch["resolution"], "width": arch["width"]}
             root = self.space.validate(root)
@@ -208,9 +208,7 @@ class Net2NetEstimator(Evaluator):
         arch = self.space.validate(arch)
         key = self.space.key(arch)
         parent_key, parent_arch = self._parent(arch)
-        if parent_key == key:  # the root itself: already trained from scratch
-            model = self.space.build(arch, self.data.num_classes, self.data.in_channels, self.seed)
-            model.load_state_dict(self.pool[key][1])
+        if parent_key == key:  # the root itself: already trained from scratch, its weights in the pool
             accuracy = self.accuracy[key]
         else:
             parent = self.space.build(parent_arch, self.data.num_classes, self.data.in_channels, self.seed)
@@ -222,7 +220,7 @@ class Net2NetEstimator(Evaluator):
         if self.weights_dir is not None:
             from edgenas.estimators.train import save_weights, weights_file
 
-            save_weights(model, weights_file(self.weights_dir, self.space, arch))
+            save_weights(self.pool[key][1], weights_file(self.weights_dir, self.space, arch))
         return accuracy
 
     def describe(self) -> str:

@@ -45,14 +45,14 @@ def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: 
     return Path(weights_dir) / f"{digest}.pt"
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s state dict to ``path`` atomically (read back with ``weights_only=True``)."""
+def save_weights(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """Write a model's state dict to ``path`` atomically (read back with ``weights_only=True``)."""
     import io
 
     from edgenas.io import atomic_write_bytes
 
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    torch.save(dict(state), buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -173,7 +173,7 @@ class TrainEstimator(Evaluator):
     def __call__(self, arch: Mapping[str, Any]) -> float:
         model, acc = self.fit(arch)
         if self.weights_dir is not None:
-            save_weights(model, weights_file(self.weights_dir, self.space, arch))
+            save_weights(model.state_dict(), weights_file(self.weights_dir, self.space, arch))
         return acc
 
     def describe(self) -> str:
