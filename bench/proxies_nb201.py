@@ -16,6 +16,7 @@ Writes ``bench/results/proxies_nb201.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -68,6 +69,9 @@ def main() -> None:
                          "it with the exact scores (about 2 s/arch; checkpointed under --work)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "proxies_nb201"), help="checkpoints")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxies_nb201.json"))
+    ap.add_argument("--only", default=None,
+                    help="comma-separated parts to measure again (timing, replicate) on top of the figures already in "
+                         "--out; the rest of the report is kept and the new figures are stored with this machine")
     args = ap.parse_args()
     if not args.bench_data or not Path(args.bench_data, "cifar10").is_dir():
         sys.exit("reference data not found: pass --bench-data PATH or set EDGENAS_DATA (e.g. ../shared/data)")
@@ -88,6 +92,9 @@ def main() -> None:
 
     main_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
                                   proxies=names, ensemble=DEFAULT_MEMBERS, time_every=args.time_every)
+    if args.only:
+        update_parts(args, main_settings, seeds, data, progress)
+        return
     shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
     main_result = run_study(main_settings, Path(args.work, f"seed{seeds[0]}"), args.bench_data,
                             progress(f"seed {seeds[0]}"), time_limit=_seconds(args.main_minutes), shard=shard)
@@ -106,20 +113,7 @@ def main() -> None:
 
     report = summarise(main_result, variance, n_var)
     if args.replicate_archs > 0:
-        rep_seed = seeds[1] if len(seeds) > 1 else seeds[0] + 1
-        rep_settings = StudySettings(space="nb201", data=data, archs=args.replicate_archs, batch=args.batch,
-                                     seed=rep_seed, proxies=tuple(args.replicate_proxies.split(",")), time_every=0)
-        replicate = run_study(rep_settings, Path(args.work, f"seed{rep_seed}_replicate_n{args.replicate_archs}"),
-                              args.bench_data, progress(f"replicate seed {rep_seed}"),
-                              time_limit=_seconds(args.main_minutes))
-        report["replicate"] = {"seed": rep_seed, "archs": len(replicate.records), "proxies": {
-            name: {"spearman": replicate.figures[name]["spearman"], "kendall": replicate.figures[name]["kendall"],
-                   "published_abs_spearman": PUBLISHED_NB201.get(name),
-                   "within_0.05": _within(replicate.figures[name]["spearman"], PUBLISHED_NB201.get(name))}
-            for name in rep_settings.proxies}}
-        print(f"replicate (seed {rep_seed}, {len(replicate.records)} archs): " + ", ".join(
-            f"{n} rho {r['spearman']:.3f} (published {r['published_abs_spearman']})"
-            for n, r in report["replicate"]["proxies"].items()), flush=True)
+        report["replicate"] = run_replicate(args, seeds, data, progress)
     if args.grasp_frozen:
         frozen_settings = StudySettings(space="nb201", data=data, archs=args.archs, batch=args.batch, seed=seeds[0],
                                         proxies=("grasp",), time_every=0, grasp_hvp="frozen")
@@ -140,6 +134,60 @@ def main() -> None:
     scatter_grid(main_result, Path(args.out).with_name("proxies_nb201_scatter.png"))
     print_table(report)
     print(f"wrote {args.out}")
+
+
+def run_replicate(args: argparse.Namespace, seeds: list[int], data: str, progress) -> dict:  # noqa: ANN001
+    """A second, independent sample scored with the replicate proxies: rho on all of it and on each of its
+    consecutive blocks of ``--archs`` architectures (independent samples of the main study's size, which show
+    how far one such sample's rho strays from the population's)."""
+    rep_seed = seeds[1] if len(seeds) > 1 else seeds[0] + 1
+    rep_settings = StudySettings(space="nb201", data=data, archs=args.replicate_archs, batch=args.batch,
+                                 seed=rep_seed, proxies=tuple(args.replicate_proxies.split(",")), time_every=0)
+    replicate = run_study(rep_settings, Path(args.work, f"seed{rep_seed}_replicate_n{args.replicate_archs}"),
+                          args.bench_data, progress(f"replicate seed {rep_seed}"),
+                          time_limit=_seconds(args.main_minutes))
+    acc = replicate.accuracies
+    blocks = [(i, min(i + args.archs, len(acc))) for i in range(0, len(acc) - args.archs + 1, args.archs)]
+    out = {"seed": rep_seed, "archs": len(replicate.records), "block_archs": args.archs, "proxies": {}}
+    for name in rep_settings.proxies:
+        scores = replicate.scores(name)
+        per_block = [correlation(scores[a:b], acc[a:b])["spearman"] for a, b in blocks]
+        out["proxies"][name] = {
+            "spearman": replicate.figures[name]["spearman"], "kendall": replicate.figures[name]["kendall"],
+            "published_abs_spearman": PUBLISHED_NB201.get(name),
+            "within_0.05": _within(replicate.figures[name]["spearman"], PUBLISHED_NB201.get(name)),
+            "spearman_per_block": per_block,
+            "blocks_within_0.05": [_within(r, PUBLISHED_NB201.get(name)) for r in per_block]}
+    print(f"replicate (seed {rep_seed}, {len(replicate.records)} archs): " + ", ".join(
+        f"{n} rho {r['spearman']:.3f} (blocks of {args.archs}: "
+        + ", ".join(f"{v:.3f}" for v in r["spearman_per_block"]) + f"; published {r['published_abs_spearman']})"
+        for n, r in out["proxies"].items()), flush=True)
+    return out
+
+
+def update_parts(args: argparse.Namespace, main_settings: StudySettings, seeds: list[int], data: str,
+                 progress) -> None:  # noqa: ANN001
+    """``--only``: measure some parts again and merge them into the existing report. Parts measured on
+    another machine than the report's are kept beside it under ``remeasured`` (machine, command, figures),
+    never overwriting the original run's."""
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - {"timing", "replicate"})
+    if unknown:
+        sys.exit(f"--only: unknown part(s) {', '.join(unknown)}; choose from timing, replicate")
+    path = Path(args.out)
+    if not path.is_file():
+        sys.exit(f"--only updates an existing report, and {path} does not exist: run the full bench first")
+    report = json.loads(path.read_text())
+    figures: dict = {}
+    if "replicate" in parts:
+        figures["replicate"] = run_replicate(args, seeds, data, progress)
+    if "timing" in parts:
+        figures["timing_alone"] = time_alone(main_settings, args.bench_data, args.timing_archs)
+    entry = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
+             "date": time.strftime("%Y-%m-%d"), **figures}
+    report.setdefault("remeasured", []).append(entry)
+    atomic_write_json(path, report)
+    print(f"updated {path} (remeasured: {', '.join(parts)})")
 
 
 def _within(rho: float, published: float | None) -> bool | None:

@@ -296,6 +296,9 @@ def test_a_batch_smaller_than_the_proxy_needs() -> None:
     for name in ("naswot", "jacob_cov", "gradsign"):
         with pytest.raises(EdgenasError, match="at least 2"):
             score(name, make(), batch(1))
+    with pytest.raises(EdgenasError, match="'jacob_cov' needs a batch of at least 2"):
+        shared_scores(make(), batch(1), names=("grad_norm", "jacob_cov"))
+    assert set(shared_scores(make(), batch(1), names=("grad_norm", "snip"))) == {"grad_norm", "snip"}
 
 
 def test_unknown_proxy_lists_the_valid_names() -> None:

@@ -220,6 +220,7 @@ def test_correlate_command_on_mbv3_tiny(tmp_path: Path) -> None:
     (["--shard", "1of2"], "--shard takes K/N"),
     (["--shard", "3/2"], "shard 3/2 is not one of"),
     (["--grasp-hvp", "fast"], "unknown --grasp-hvp 'fast'"),
+    (["--proxies", "params,naswot,grad_norm", "--batch", "1"], "'naswot' needs a batch of at least 2 inputs, got 1"),
 ])
 def test_correlate_command_bad_input_exits_2(tmp_path: Path, args: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str],

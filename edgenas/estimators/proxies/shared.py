@@ -22,6 +22,7 @@ from edgenas.estimators.proxies.base import (
     Batch,
     ModelLike,
     channels_last,
+    check_batch_size,
     cross_entropy,
     fresh_model,
     run_forward,
@@ -73,8 +74,12 @@ def shared_scores(model: ModelLike, batch: Batch, seed: int = 0,
                   names: Sequence[str] = SHARED, hvp: str = "exact") -> dict[str, float]:
     """The scores of ``names`` (a subset of :data:`SHARED`) from one shared pass; ``hvp`` is GraSP's
     Hessian-vector product method (:func:`~edgenas.estimators.proxies.grasp.grasp`)."""
+    from edgenas.estimators.proxies import get_proxy
+
     wanted = [n for n in SHARED if n in names]
     x, y = batch
+    for name in wanted:
+        check_batch_size(get_proxy(name), len(x))
     out_scores: dict[str, float] = {}
     if not wanted:
         return out_scores

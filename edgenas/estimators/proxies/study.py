@@ -32,6 +32,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from edgenas.errors import EdgenasError
 from edgenas.estimators.proxies import PROXIES, get_proxy, mean_rank_vote, parse_members
+from edgenas.estimators.proxies.base import check_batch_size
 from edgenas.estimators.proxies.ensemble import count_nonfinite, finite_or_last
 from edgenas.io import atomic_write_json, machine_info
 from edgenas.spaces.base import Arch, SearchSpace
@@ -262,7 +263,7 @@ def run_study(
     from edgenas.spaces import get_space
 
     for name in settings.proxies:
-        get_proxy(name)
+        check_batch_size(get_proxy(name), settings.batch)
     if settings.ensemble:
         parse_members("+".join(settings.ensemble))
         missing = [m for m in settings.ensemble if m not in settings.proxies]
