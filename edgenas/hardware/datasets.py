@@ -10,6 +10,10 @@ Formats:
   latency column (``column``, or ``latency_ms``). The NB201 device table ``nb201_latency_ms.csv`` (no
   ``arch`` column: rows are aligned by ``index`` with ``nb201_accuracy.csv``) is read through the NB201
   space's table loader.
+- **Feature CSV** (spaces with ``from_features``, e.g. HAT's data sets): one column per feature of
+  ``space.latency_feature_names()`` and latency columns; each row becomes an architecture with exactly those
+  features. ``column`` may sum columns with ``+``; HAT's default is the encoder's plus the decoder's mean
+  latency (``latency_mean_encoder+latency_mean_decoder``), the latency of a whole translation.
 
 A line with an invalid architecture or latency stops the read with its line number
 (``on_error="stop"``), or is skipped and counted (``on_error="skip"``).
@@ -116,6 +120,22 @@ def _parse_csv_row(space: SearchSpace, col: str, row: Mapping[str, str], where: 
     return _arch_from_record(space, rec, where), _latency(row[col], None, where)
 
 
+HAT_TOTAL = "latency_mean_encoder+latency_mean_decoder"
+
+
+def _latency_columns(col: str, fields: list[str], name: str) -> list[str]:
+    parts = [c.strip() for c in col.split("+")]
+    missing = [c for c in parts if c not in fields]
+    if missing:
+        raise EdgenasError(f"{name}: no latency column '{missing[0]}' (has {fields})")
+    return parts
+
+
+def _parse_feature_row(space: SearchSpace, cols: list[str], row: Mapping[str, str], where: str) -> tuple[Arch, float]:
+    total = sum(_latency(row[c], None, where) for c in cols)
+    return space.from_features(row), total  # type: ignore[attr-defined]
+
+
 def _collect(rows: Iterable[tuple[int, Any]], name: str, parse: Callable[[Any, str], tuple[Arch, float]],
              on_error: str, limit: int | None) -> tuple[list[Arch], list[float], list[int], list[str]]:
     """Parse numbered rows into (archs, latencies, line numbers, skipped messages); an invalid row stops
@@ -146,6 +166,15 @@ def _read_csv(p: Path, space: SearchSpace, column: str | None, on_error: str, li
         if "arch" not in fields:
             if "index" in fields and space.name == "nb201":
                 return _read_nb201(p, space, column)
+            if hasattr(space, "from_features") and set(space.latency_feature_names()) <= set(fields):
+                col = column or (HAT_TOTAL if set(HAT_TOTAL.split("+")) <= set(fields) else "latency_ms")
+                cols = _latency_columns(col, fields, p.name)
+                archs, lat, lines, skipped = _collect(
+                    enumerate(reader, start=2), p.name,
+                    lambda row, where: _parse_feature_row(space, cols, row, where), on_error, limit)
+                if not archs:
+                    raise EdgenasError(f"latency dataset '{p}' has no usable rows")
+                return LatencyData(archs, np.asarray(lat), lines, str(p), col, skipped)
             raise EdgenasError(f"{p.name}: a latency CSV needs an 'arch' column (has {fields})")
         col = column or ("latency_ms" if "latency_ms" in fields else None)
         if col is None or col not in fields:

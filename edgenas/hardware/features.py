@@ -4,8 +4,8 @@ For MBV3 spaces everything is computed from the vectorised layer index
 (:class:`edgenas.hardware.layers.MBV3Layers`) without building a network: the one-hot encoding (the
 same as :meth:`SearchSpace.encode_batch`), MACs per stage (head, each stage, tail) and in total,
 parameters, the number of layers, and, where a latency table is given, its raw and calibrated sums. Other
-spaces get the one-hot encoding of :meth:`SearchSpace.encode_batch` (slower: it validates each arch in
-Python).
+spaces get their own ``latency_features`` where they define them (HAT's ten numbers per SubTransformer),
+else the one-hot encoding of :meth:`SearchSpace.encode_batch` (slower: it validates each arch in Python).
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ class Features:
         if self.lut_values is not None and (self.layers is None or self.lut_values.shape !=
                                             (len(self.layers.resolutions), len(self.layers.layers) + 1)):
             raise ValueError("latency-table values do not match this space's layers")
-        self.names = [f"onehot[{i}]" for i in range(space.encoding_size)]
+        self.own = self.layers is None and hasattr(space, "latency_features")  # the space's own features
+        self.names = (list(space.latency_feature_names()) if self.own
+                      else [f"onehot[{i}]" for i in range(space.encoding_size)])
         if self.derived:
             assert self.layers is not None
             self.names += [f"macs_segment{i}" for i in range(len(self.layers.stage_slices()))]
@@ -51,6 +53,8 @@ class Features:
         return len(self.names)
 
     def transform(self, archs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if self.own:
+            return np.asarray(self.space.latency_features(archs), dtype=np.float64)
         if self.layers is None:
             return self.space.encode_batch(archs).astype(np.float64)
         return self.transform_codes(self.layers.batch_codes(archs))
