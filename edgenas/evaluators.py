@@ -167,6 +167,12 @@ def _named_devices() -> dict[str, Factory]:
     return {name: (lambda arg, ctx, name=name: _device(name, ctx)) for name in list_devices()}
 
 
+def _accelerator(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.hardware.accelerator import accelerator_target
+
+    return accelerator_target(arg, ctx)
+
+
 def _param_bytes(arg: str, ctx: EvalContext) -> Evaluator:
     from edgenas.hardware.targets import param_bytes_cost
 
@@ -191,7 +197,7 @@ ESTIMATOR_PREFIXES: dict[str, Factory] = {
 }
 TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device, "lut": _lut, "predictor": _predictor,
-                                       "device": _device}
+                                       "device": _device, "accel": _accelerator}
 
 
 def _resolve(

@@ -37,6 +37,9 @@ class Op:
     out_buffer: int = -1  # id of the buffer holding the output (-1: none)
     reads: list[int] = field(default_factory=list)  # buffers read
     step: int = 0  # position in execution order
+    #: conv / linear: (in channels, out channels, kernel h, kernel w, groups, out h, out w); pool: (channels,
+    #: channels, kernel h, kernel w, channels, out h, out w) where known; what dataflow models read
+    geometry: tuple[int, int, int, int, int, int, int] | None = None
 
     def bytes(self, bytes_per_elem: float) -> float:
         return (self.weight_elems + self.in_elems + self.out_elems) * bytes_per_elem
@@ -56,6 +59,10 @@ def _numel(shape: Any) -> int:
     for s in shape:
         n *= int(s)
     return n
+
+
+def _spatial(shape: tuple[int, ...]) -> tuple[int, int]:
+    return (int(shape[2]), int(shape[3])) if len(shape) == 4 else (1, 1)
 
 
 def _fname(target: Any) -> str:
@@ -144,16 +151,23 @@ def graph_ops(model: Any, input_shape: tuple[int, ...]) -> Graph:
                 op.kind = "conv"
                 op.macs = out_elems * (mod.in_channels // mod.groups) * _numel(mod.kernel_size)
                 op.flops = 2 * op.macs
+                kh, kw = mod.kernel_size
+                op.geometry = (mod.in_channels, mod.out_channels, kh, kw, mod.groups, *_spatial(out_shape))
             elif isinstance(mod, torch.nn.Linear):
                 op.kind = "linear"
                 op.macs = out_elems * mod.in_features
                 op.flops = 2 * op.macs
+                op.geometry = (mod.in_features, mod.out_features, 1, 1, 1, out_elems // mod.out_features, 1)
             elif cls in FUSED_MODULES:
                 op.kind, alias = "fused", ins[0] if ins else None
             elif cls in ("Flatten", "Unflatten"):
                 op.kind, alias = "view", ins[0] if ins else None
             elif "Pool" in cls:
                 op.kind, op.flops = "pool", in_elems
+                k = getattr(mod, "kernel_size", None)
+                if isinstance(k, int | tuple) and len(out_shape) == 4:
+                    kh, kw = (k, k) if isinstance(k, int) else k
+                    op.geometry = (out_shape[1], out_shape[1], kh, kw, out_shape[1], *_spatial(out_shape))
             else:
                 op.flops = out_elems
         else:  # call_function / call_method

@@ -130,7 +130,8 @@ class Layer:
                  bias: bool = False, bn: bool = True) -> list[Op]:
             macs = cout * (cin // groups) * k * k * size_out * size_out
             w = cout * (cin // groups) * k * k + (cout if bias else 0)
-            out = [Op(prefix + name, "conv", macs, 2 * macs, w, cin * size_in**2, cout * size_out**2)]
+            out = [Op(prefix + name, "conv", macs, 2 * macs, w, cin * size_in**2, cout * size_out**2,
+                      geometry=(cin, cout, k, k, groups, size_out, size_out))]
             if bn:
                 out.append(Op(prefix + name + ".bn", "fused", weight_elems=2 * cout))
             return out
@@ -142,7 +143,8 @@ class Layer:
                     *conv("mix", self.cin, self.cout, 1, 1, 1, 1, bn=False)]
         if self.op == "linear":
             macs = self.cin * self.cout
-            return [Op(prefix + "fc", "linear", macs, 2 * macs, macs + self.cout, self.cin, self.cout)]
+            return [Op(prefix + "fc", "linear", macs, 2 * macs, macs + self.cout, self.cin, self.cout,
+                       geometry=(self.cin, self.cout, 1, 1, 1, 1, 1))]
         ops: list[Op] = []
         if self.expand != 1:
             ops += conv("expand", self.cin, s, 1, 1, self.size, self.size)
