@@ -150,3 +150,23 @@ def test_eyeriss_model_ranks_nb201_like_hw_nas_bench_better_than_macs(shared_dat
     macs = [sum(op.macs for op in o) for o in ops]
     ref = np.asarray(table.latency_of("eyeriss"))[codes]
     assert spearmanr(ours, ref).statistic > spearmanr(macs, ref).statistic
+
+
+def test_accelerator_command_prints_the_layers_and_writes_json(tmp_path, rng) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgenas.cli import app
+
+    space = get_space("mbv3-tiny")
+    arch = space.sample(rng)
+    (tmp_path / "a.json").write_text(json.dumps(arch))
+    result = CliRunner().invoke(app, ["accelerator", str(tmp_path / "a.json"), "--accelerator", "shidiannao",
+                                      "--top", "3", "--json", str(tmp_path / "o.json")])
+    assert result.exit_code == 0, result.output
+    assert "output_stationary" in result.output and "presets: eyeriss" in result.output
+    report = json.loads((tmp_path / "o.json").read_text())
+    expected = network_cost(load_accelerator("shidiannao"), arch_ops(space, arch, 10))[1]["latency_ms"]
+    assert report["totals"]["latency_ms"] == pytest.approx(expected)
+    assert sum(layer["ms"] for layer in report["layers"]) == pytest.approx(expected)

@@ -1,4 +1,5 @@
-"""``edgenas latency profile|fit|eval|devices`` and ``edgenas roofline``: thin wrappers over the hardware API."""
+"""``edgenas latency profile|fit|eval|devices``, ``edgenas roofline`` and ``edgenas accelerator``: thin wrappers
+over the hardware API."""
 
 from __future__ import annotations
 
@@ -199,7 +200,58 @@ def roofline(
     )
 
 
+def accelerator(
+    arch_file: Path = typer.Argument(..., help="JSON file with an architecture (or an exported model's .json)."),
+    accel: str = typer.Option("eyeriss", "--accelerator", help="A preset (eyeriss, nvdla-small, shidiannao) or YAML."),
+    space: str = typer.Option("mbv3-tiny", help="Search space of the architecture."),
+    top: int = typer.Option(10, help="Show this many layers, the slowest first (0: all)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the per-layer table and totals as JSON."),
+    data: str = typer.Option(None),
+    classes: int = typer.Option(None),
+    in_channels: int = typer.Option(None),
+) -> None:
+    """One architecture on the analytical accelerator model: per-layer cycles, utilisation, DRAM traffic,
+    bound and latency, and the totals on every shipped preset for comparison."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgenas.export import load_arch_json
+    from edgenas.hardware.accelerator import list_accelerators, load_accelerator, network_cost
+    from edgenas.hardware.roofline import arch_ops
+    from edgenas.io import atomic_write_json
+    from edgenas.spaces import get_space
+
+    s = get_space(space)
+    nc, ic = _classes(data, classes, in_channels)
+    acc = load_accelerator(accel)
+    ops = arch_ops(s, load_arch_json(arch_file), nc, ic)
+    layers, total = network_cost(acc, ops)
+    table = Table(title=f"{acc.name}: {acc.pe_rows}x{acc.pe_cols} PEs, {acc.dataflow}, {acc.clock_mhz:g} MHz, "
+                        f"{acc.buffer_kb:g} KB, {acc.dram_gbs:g} GB/s")
+    for col in ("layer", "kind", "MACs", "cycles", "util.", "DRAM kB", "ms", "bound"):
+        table.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right")
+    shown = sorted(layers, key=lambda c: -c.ms)[: top or None]
+    for c in shown:
+        table.add_row(c.name, c.kind, f"{c.macs:,}", f"{c.cycles:,.0f}", f"{c.utilisation * 100:.0f}%",
+                      f"{c.dram_bytes / 1e3:.1f}", f"{c.ms:.4f}", c.bound)
+    console = Console()
+    console.print(table)
+    others = {n: network_cost(load_accelerator(n), ops)[1] for n in list_accelerators()}
+    console.print(f"total: {total['latency_ms']:.4f} ms, {total['macs'] / 1e6:.2f} M MACs, array utilisation "
+                  f"{total['array_utilisation'] * 100:.1f}%, {total['dram_bytes'] / 1e3:.1f} kB from DRAM, "
+                  f"{int(total['memory_bound_layers'])}/{len(layers)} layers memory-bound; energy "
+                  f"{total['energy_uj']:.4g} (units of energy_pj x 1e-6)")
+    console.print("presets: " + ", ".join(f"{n} {v['latency_ms']:.4f} ms" for n, v in others.items()))
+    if json_out:
+        atomic_write_json(json_out, {"accelerator": acc.to_dict(), "totals": total,
+                                     "layers": [{**asdict(c), "ms": c.ms, "bound": c.bound} for c in layers],
+                                     "presets": others})
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``edgenas latency ...`` and ``edgenas roofline`` to the main app."""
+    """Add ``edgenas latency ...``, ``edgenas roofline`` and ``edgenas accelerator`` to the main app."""
     app.add_typer(latency_app, name="latency")
     app.command("roofline")(roofline)
+    app.command("accelerator")(accelerator)
