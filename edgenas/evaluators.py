@@ -173,6 +173,12 @@ def _accelerator(arg: str, ctx: EvalContext) -> Evaluator:
     return accelerator_target(arg, ctx)
 
 
+def _pes(arg: str, ctx: EvalContext) -> Evaluator:
+    from edgenas.codesign.costs import PECount
+
+    return PECount(ctx.space)
+
+
 def _param_bytes(arg: str, ctx: EvalContext) -> Evaluator:
     from edgenas.hardware.targets import param_bytes_cost
 
@@ -187,7 +193,7 @@ def _peak_memory(arg: str, ctx: EvalContext) -> Evaluator:
 
 ESTIMATORS: dict[str, Factory] = {"train": _train, "net2net": _net2net}
 COSTS: dict[str, Factory] = {"params": _params, "flops": _macs, "param_bytes": _param_bytes,
-                             "peak_memory": _peak_memory}
+                             "peak_memory": _peak_memory, "pes": _pes}
 ESTIMATOR_PREFIXES: dict[str, Factory] = {
     "tabular": _tabular,
     "proxy": _proxy,

@@ -84,6 +84,11 @@ class Accelerator:
     def pes(self) -> int:
         return self.pe_rows * self.pe_cols
 
+    def key(self) -> tuple[Any, ...]:
+        """What the latency depends on (a hashable identity for caches)."""
+        return (self.pe_rows, self.pe_cols, self.dataflow, self.clock_mhz, self.buffer_kb, self.dram_gbs,
+                self.bytes_per_elem, self.vector_lanes)
+
     def with_(self, **changes: Any) -> Accelerator:
         """A copy with some parameters changed (a co-search's move)."""
         return Accelerator(**{**asdict(self), **changes})
@@ -232,19 +237,49 @@ class AcceleratorLatency(Evaluator):
 
     def __init__(self, space: SearchSpace, acc: Accelerator, num_classes: int, in_channels: int = 3) -> None:
         self.space, self.acc, self.num_classes, self.in_channels = space, acc, num_classes, in_channels
+        # a codesign space (network x accelerator): each candidate runs on its own accelerator, ``acc`` with the
+        # candidate's searched parameters
+        self.codesign = hasattr(space, "hardware_part")
+        self.network = space.network if self.codesign else space  # type: ignore[attr-defined]
         self.layers = None
         self._memo: dict[str, float] = {}
-        if isinstance(space, MBV3Space):
+        self._ops: dict[str, list[Op]] = {}
+        self._layer_ms: dict[tuple[Any, ...], np.ndarray] = {}
+        if isinstance(self.network, MBV3Space):
             from edgenas.hardware.layers import MBV3Layers
 
-            self.layers = MBV3Layers(space, num_classes, in_channels)
-            self.layer_ms = np.array([network_cost(acc, lay.ops())[1]["latency_ms"] for lay in self.layers.layers])
+            self.layers = MBV3Layers(self.network, num_classes, in_channels)
             self.instant = True
+
+    @property
+    def layer_ms(self) -> np.ndarray:
+        """Per-layer latency on the fixed accelerator (MBV3 spaces)."""
+        return self._layer_table(self.acc)
+
+    def _layer_table(self, acc: Accelerator) -> np.ndarray:
+        if acc.key() not in self._layer_ms:
+            assert self.layers is not None
+            self._layer_ms[acc.key()] = np.array([network_cost(acc, lay.ops())[1]["latency_ms"]
+                                                  for lay in self.layers.layers])
+        return self._layer_ms[acc.key()]
+
+    def accelerator_of(self, arch: Mapping[str, Any]) -> Accelerator:
+        return self.space.accelerator(arch, self.acc) if self.codesign else self.acc  # type: ignore[attr-defined]
 
     def evaluate_batch(self, archs: Sequence[Mapping[str, Any]]) -> list[float]:
         if self.layers is None:
             return [self(a) for a in archs]
-        return self.layers.sum(self.layer_ms, self.layers.batch_layer_ids(archs)).tolist()
+        if not self.codesign:
+            return self.layers.sum(self.layer_ms, self.layers.batch_layer_ids(archs)).tolist()
+        out = np.empty(len(archs))
+        groups: dict[tuple[Any, ...], tuple[Accelerator, list[int]]] = {}
+        for i, a in enumerate(archs):
+            acc = self.accelerator_of(a)
+            groups.setdefault(acc.key(), (acc, []))[1].append(i)
+        for acc, rows in groups.values():
+            nets = [self.space.network_part(archs[i]) for i in rows]  # type: ignore[attr-defined]
+            out[rows] = self.layers.sum(self._layer_table(acc), self.layers.batch_layer_ids(nets))
+        return out.tolist()
 
     def __call__(self, arch: Mapping[str, Any]) -> float:
         if self.layers is not None:
@@ -253,12 +288,18 @@ class AcceleratorLatency(Evaluator):
 
         key = self.space.key(arch)
         if key not in self._memo:
-            ops = arch_ops(self.space, arch, self.num_classes, self.in_channels)
-            self._memo[key] = network_cost(self.acc, ops)[1]["latency_ms"]
+            net = self.space.network_part(arch) if self.codesign else arch  # type: ignore[attr-defined]
+            net_key = self.network.key(net)
+            if net_key not in self._ops:  # traced once per network, whatever accelerator it runs on
+                self._ops[net_key] = arch_ops(self.network, net, self.num_classes, self.in_channels)
+            self._memo[key] = network_cost(self.accelerator_of(arch), self._ops[net_key])[1]["latency_ms"]
         return self._memo[key]
 
     def describe(self) -> str:
         a = self.acc
+        if self.codesign:
+            return (f"latency [ms] on each candidate's accelerator: '{a.name}' ({a.clock_mhz:g} MHz, {a.dram_gbs:g} "
+                    f"GB/s) with the searched PE array, buffer and dataflow")
         return (f"latency [ms] on the accelerator model '{a.name}' ({a.pe_rows}x{a.pe_cols} PEs, {a.dataflow}, "
                 f"{a.clock_mhz:g} MHz, {a.buffer_kb:g} KB buffer, {a.dram_gbs:g} GB/s)")
 

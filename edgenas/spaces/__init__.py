@@ -24,11 +24,18 @@ SPACES: dict[str, Callable[[], SearchSpace]] = {
 
 
 def get_space(name: str | SearchSpace) -> SearchSpace:
-    """A space by registry name, or ``package.module:attribute`` for a user-defined space."""
+    """A space by registry name, ``codesign:NAME`` (that space's networks x accelerators, see
+    :mod:`edgenas.codesign.space`), or ``package.module:attribute`` for a user-defined space."""
     if isinstance(name, SearchSpace):
         return name
     if name in SPACES:
         space = SPACES[name]()
+        space.ref = name
+        return space
+    if name.startswith("codesign:"):  # network x accelerator (NAAS-style); lazy: the hardware package
+        from edgenas.codesign.space import codesign_space
+
+        space = codesign_space(name.partition(":")[2])
         space.ref = name
         return space
     if ":" in name:

@@ -1,0 +1,1 @@
+"""Joint network + accelerator search (NAAS-style co-design): :mod:`edgenas.codesign.space`."""
