@@ -75,13 +75,12 @@ class AccuracyWorker:
     """What one Ray actor holds: the accuracy estimator of a search, built once from its config."""
 
     def __init__(self, config: dict[str, Any], cwd: str | None = None) -> None:
-        from edgenas.evaluators import make_estimator
-        from edgenas.experiment import ExperimentConfig, eval_context
+        from edgenas.experiment import ExperimentConfig, accuracy_estimator, eval_context
 
         if cwd and os.path.isdir(cwd):  # the search's relative paths (--data, --out) mean what they meant there
             os.chdir(cwd)
         cfg = ExperimentConfig.from_json(config)
-        self.evaluator = make_estimator(cfg.estimator, eval_context(cfg))
+        self.evaluator = accuracy_estimator(cfg, eval_context(cfg))
 
     def evaluate(self, arch: dict[str, Any]) -> Outcome:
         return _timed(self.evaluator, arch)

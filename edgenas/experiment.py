@@ -130,6 +130,22 @@ def eval_context(config: ExperimentConfig) -> EvalContext:
     )
 
 
+def accuracy_estimator(config: ExperimentConfig, ctx: EvalContext) -> Evaluator:
+    """The search's accuracy estimator (the experiment's and every worker's). On a co-design space it is
+    made for the network space, sees only the network part of each candidate, and runs once per network."""
+    space = ctx.space
+    if not hasattr(space, "network_key"):
+        return make_estimator(config.estimator, ctx)
+    from dataclasses import replace
+
+    from edgenas.codesign.costs import SharedNetworkAccuracy
+
+    net_ctx = replace(ctx, space=space.network)
+    if "data" in ctx.__dict__:  # already loaded: share it
+        net_ctx.__dict__["data"] = ctx.__dict__["data"]
+    return SharedNetworkAccuracy(make_estimator(config.estimator, net_ctx), space)
+
+
 @dataclass
 class ExperimentResult:
     out: Path
@@ -172,11 +188,7 @@ class Experiment:
         for m in COSTS:
             if m in wanted:
                 evs[m] = make_cost(m, self.ctx)
-        evs["accuracy"] = make_estimator(cfg.estimator, self.ctx)
-        if hasattr(self.space, "network_key"):  # co-design: one accuracy per network, whatever the accelerator
-            from edgenas.codesign.costs import SharedNetworkAccuracy
-
-            evs["accuracy"] = SharedNetworkAccuracy(evs["accuracy"], self.space)
+        evs["accuracy"] = accuracy_estimator(cfg, self.ctx)
         return evs
 
     def _make_strategy(self) -> Any:

@@ -29,7 +29,7 @@ class PECount(Evaluator):
 class SharedNetworkAccuracy(Evaluator):
     """An accuracy estimator evaluated once per *network*: co-design candidates that differ only in their
     accelerator share the network's accuracy (training it again would cost time and, being seeded, give
-    the same value)."""
+    the same value). ``inner`` is made for the network space and is given the network part only."""
 
     def __init__(self, inner: Evaluator, space: Any) -> None:
         self.inner, self.space = inner, space
@@ -40,7 +40,7 @@ class SharedNetworkAccuracy(Evaluator):
     def __call__(self, arch: Mapping[str, Any]) -> float:
         key = self.space.network_key(arch)
         if key not in self._memo:
-            self._memo[key] = self.inner(arch)
+            self._memo[key] = self.inner(self.space.network_part(arch))
         return self._memo[key]
 
     def __getattr__(self, item: str) -> Any:  # what else the estimator offers (kept weights, options ...)

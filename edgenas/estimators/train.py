@@ -40,8 +40,10 @@ class TrainRecipe:
 
 
 def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: Mapping[str, Any]) -> Path:
-    """Where the trained weights of ``arch`` are kept (named by a hash of its key)."""
-    digest = hashlib.sha256(space.key(arch).encode()).hexdigest()[:16]
+    """Where the trained weights of ``arch`` are kept (named by a hash of its key; in a co-design space, of its
+    network's key: the accelerator does not change the weights)."""
+    key = space.network_key(arch) if hasattr(space, "network_key") else space.key(arch)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(weights_dir) / f"{digest}.pt"
 
 
