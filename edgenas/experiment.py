@@ -183,6 +183,9 @@ class Experiment:
         if self.space.builder:
             wanted |= {"params", "flops"}
         evs: dict[str, Evaluator] = {}
+        if hasattr(self.space, "network_key") and not (cfg.target or "").startswith("accel:"):
+            raise EdgenasError(f"space '{cfg.space}' co-designs an accelerator: give --target accel:BASE (e.g. "
+                               "accel:eyeriss), whose clock and DRAM the candidates' accelerators share")
         if cfg.target:
             evs["latency"] = make_target(cfg.target, self.ctx)
         for m in COSTS:

@@ -100,5 +100,7 @@ def test_co_search_end_to_end_meets_the_budgets(tmp_path) -> None:
         assert r.arch["hw.pe_rows"] * r.arch["hw.pe_cols"] <= 168
     saved = json.loads((tmp_path / "cs" / "config.json").read_text())
     assert saved["space"] == "codesign:tests.micro_space:micro_space"
+    with pytest.raises(EdgenasError, match="co-designs an accelerator: give --target accel:BASE"):
+        run_search(ExperimentConfig(**{**cfg.__dict__, "target": "cpu", "out": str(tmp_path / "y")}))
     with pytest.raises(EdgenasError, match="can meet pes <= 32 PEs: the smallest architecture has pes 64"):
         run_search(ExperimentConfig(**{**cfg.__dict__, "constraints": {"pes": 32}, "out": str(tmp_path / "x")}))
