@@ -37,8 +37,8 @@ class Op:
     out_buffer: int = -1  # id of the buffer holding the output (-1: none)
     reads: list[int] = field(default_factory=list)  # buffers read
     step: int = 0  # position in execution order
-    #: conv / linear: (in channels, out channels, kernel h, kernel w, groups, out h, out w); pool: (channels,
-    #: channels, kernel h, kernel w, channels, out h, out w) where known; what dataflow models read
+    #: conv / linear: (in channels, out channels, kernel h, kernel w, groups, out h, out w), what the
+    #: accelerator model's dataflows map (:mod:`edgenas.hardware.accelerator`)
     geometry: tuple[int, int, int, int, int, int, int] | None = None
 
     def bytes(self, bytes_per_elem: float) -> float:
@@ -164,10 +164,6 @@ def graph_ops(model: Any, input_shape: tuple[int, ...]) -> Graph:
                 op.kind, alias = "view", ins[0] if ins else None
             elif "Pool" in cls:
                 op.kind, op.flops = "pool", in_elems
-                k = getattr(mod, "kernel_size", None)
-                if isinstance(k, int | tuple) and len(out_shape) == 4:
-                    kh, kw = (k, k) if isinstance(k, int) else k
-                    op.geometry = (out_shape[1], out_shape[1], kh, kw, out_shape[1], *_spatial(out_shape))
             else:
                 op.flops = out_elems
         else:  # call_function / call_method
