@@ -39,7 +39,10 @@ def spaces_command() -> None:
     for name in SPACES:
         space = get_space(name)
         table.add_row(name, f"{space.size():.3g}", str(len(space.dimensions)), space.describe())
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print("Also: codesign:SPACE (SPACE's networks x an accelerator's PE array, buffer and dataflow; "
+                  "--target accel:BASE) and module:attribute for a space of your own.")
 
 
 # Command groups, one module each (registered below).
