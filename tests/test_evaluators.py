@@ -60,7 +60,7 @@ def test_torch_backend_measures(micro, rng):
 
 def test_unknown_names_list_valid_ones(micro):
     ctx = EvalContext(space=micro)
-    with pytest.raises(EdgenasError, match="unknown target 'gpu'; valid: cpu"):
+    with pytest.raises(EdgenasError, match="unknown target 'gpu'; valid: accel:..., cpu, .*did you mean 'cpu'"):
         make_target("gpu", ctx)
     with pytest.raises(EdgenasError, match="unknown estimator 'xyz'"):
         make_estimator("xyz", ctx)
