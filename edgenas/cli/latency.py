@@ -231,7 +231,8 @@ def accelerator(
     table = Table(title=f"{acc.name}: {acc.pe_rows}x{acc.pe_cols} PEs, {acc.dataflow}, {acc.clock_mhz:g} MHz, "
                         f"{acc.buffer_kb:g} KB, {acc.dram_gbs:g} GB/s")
     for col in ("layer", "kind", "MACs", "cycles", "util.", "DRAM kB", "ms", "bound"):
-        table.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right")
+        table.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right",
+                         overflow="fold", min_width=20 if col == "layer" else None)
     shown = sorted(layers, key=lambda c: -c.ms)[: top or None]
     for c in shown:
         table.add_row(c.name, c.kind, f"{c.macs:,}", f"{c.cycles:,.0f}", f"{c.utilisation * 100:.0f}%",
