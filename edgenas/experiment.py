@@ -42,7 +42,8 @@ from edgenas.store import (
     write_trials_csv,
 )
 
-COST_METRICS = ("latency", *COSTS)  # latency from the target; the rest computed from the built network
+#: latency from the target (energy too, from an ``accel:`` target); the rest computed from the built network
+COST_METRICS = ("latency", "energy", *COSTS)
 METRICS = ("accuracy", *COST_METRICS)
 
 
@@ -188,6 +189,13 @@ class Experiment:
                                "accel:eyeriss), whose clock and DRAM the candidates' accelerators share")
         if cfg.target:
             evs["latency"] = make_target(cfg.target, self.ctx)
+        if "energy" in wanted:
+            from edgenas.hardware.accelerator import AcceleratorEnergy, AcceleratorLatency
+
+            if not isinstance(evs.get("latency"), AcceleratorLatency):
+                raise EdgenasError("the metric 'energy' comes from the accelerator model: give --target accel:NAME "
+                                   "(e.g. accel:eyeriss)")
+            evs["energy"] = AcceleratorEnergy.beside(evs["latency"])
         for m in COSTS:
             if m in wanted:
                 evs[m] = make_cost(m, self.ctx)

@@ -104,3 +104,26 @@ def test_co_search_end_to_end_meets_the_budgets(tmp_path) -> None:
         run_search(ExperimentConfig(**{**cfg.__dict__, "target": "cpu", "out": str(tmp_path / "y")}))
     with pytest.raises(EdgenasError, match="can meet pes <= 32 PEs: the smallest architecture has pes 64"):
         run_search(ExperimentConfig(**{**cfg.__dict__, "constraints": {"pes": 32}, "out": str(tmp_path / "x")}))
+
+
+def test_energy_is_an_objective_beside_an_accel_target(tmp_path, rng) -> None:
+    from edgenas.hardware.accelerator import AcceleratorEnergy
+
+    cs = get_space("codesign:mbv3-tiny")
+    latency = make_target("accel:eyeriss", EvalContext(cs, "synthetic"))
+    energy = AcceleratorEnergy.beside(latency)
+    assert energy.name == "energy" and energy.direction == "minimize" and energy.instant
+    arch = cs.sample(rng)
+    acc = cs.accelerator(arch, load_accelerator("eyeriss"))
+    expected = network_cost(acc, arch_ops(cs.network, cs.network_part(arch), 10))[1]["energy_uj"]
+    assert energy(arch) == pytest.approx(expected, rel=1e-9)
+    assert energy.evaluate_batch([arch]) == [pytest.approx(expected, rel=1e-9)]
+    cfg = ExperimentConfig(space="codesign:tests.micro_space:micro_space", data="synthetic", estimator="proxy:params",
+                           target="accel:eyeriss", objectives=["accuracy", "energy"], constraints={"pes": 256},
+                           strategy="random", budget=3, seed=0, out=str(tmp_path / "e"))
+    records = [r for r in run_search(cfg).records if r.feasible]
+    assert records and all(r.metrics["energy"] > 0 for r in records)
+    with pytest.raises(EdgenasError, match="'energy' comes from the accelerator model: give --target accel:NAME"):
+        run_search(ExperimentConfig(space="tests.micro_space:micro_space", data="synthetic", estimator="proxy:params",
+                                    target="cpu", objectives=["accuracy", "energy"], budget=1,
+                                    out=str(tmp_path / "f")))

@@ -234,6 +234,7 @@ class AcceleratorLatency(Evaluator):
 
     name, unit, direction = "latency", "ms", "minimize"
     cheap = True
+    summary_field = "latency_ms"  # the :func:`network_cost` total this evaluator returns
 
     def __init__(self, space: SearchSpace, acc: Accelerator, num_classes: int, in_channels: int = 3) -> None:
         self.space, self.acc, self.num_classes, self.in_channels = space, acc, num_classes, in_channels
@@ -259,7 +260,7 @@ class AcceleratorLatency(Evaluator):
     def _layer_table(self, acc: Accelerator) -> np.ndarray:
         if acc.key() not in self._layer_ms:
             assert self.layers is not None
-            self._layer_ms[acc.key()] = np.array([network_cost(acc, lay.ops())[1]["latency_ms"]
+            self._layer_ms[acc.key()] = np.array([network_cost(acc, lay.ops())[1][self.summary_field]
                                                   for lay in self.layers.layers])
         return self._layer_ms[acc.key()]
 
@@ -292,7 +293,7 @@ class AcceleratorLatency(Evaluator):
             net_key = self.network.key(net)
             if net_key not in self._ops:  # traced once per network, whatever accelerator it runs on
                 self._ops[net_key] = arch_ops(self.network, net, self.num_classes, self.in_channels)
-            self._memo[key] = network_cost(self.accelerator_of(arch), self._ops[net_key])[1]["latency_ms"]
+            self._memo[key] = network_cost(self.accelerator_of(arch), self._ops[net_key])[1][self.summary_field]
         return self._memo[key]
 
     def describe(self) -> str:
@@ -302,6 +303,22 @@ class AcceleratorLatency(Evaluator):
                     f"GB/s) with the searched PE array, buffer and dataflow")
         return (f"latency [ms] on the accelerator model '{a.name}' ({a.pe_rows}x{a.pe_cols} PEs, {a.dataflow}, "
                 f"{a.clock_mhz:g} MHz, {a.buffer_kb:g} KB buffer, {a.dram_gbs:g} GB/s)")
+
+
+class AcceleratorEnergy(AcceleratorLatency):
+    """The model's energy of one inference (``energy``, in the units of the accelerator's ``energy_pj``
+    x 1e-6: uJ for pJ figures, relative for the presets' MAC-normalised ones), on the same accelerator as
+    the ``accel:`` target (each candidate's own in a co-design space)."""
+
+    name, unit = "energy", "uJ"
+    summary_field = "energy_uj"
+
+    def describe(self) -> str:
+        return super().describe().replace("latency [ms]", "energy [energy_pj x 1e-6]", 1)
+
+    @classmethod
+    def beside(cls, latency: AcceleratorLatency) -> AcceleratorEnergy:
+        return cls(latency.space, latency.acc, latency.num_classes, latency.in_channels)
 
 
 def accelerator_target(arg: str, ctx: Any) -> AcceleratorLatency:
