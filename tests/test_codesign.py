@@ -127,3 +127,18 @@ def test_energy_is_an_objective_beside_an_accel_target(tmp_path, rng) -> None:
         run_search(ExperimentConfig(space="tests.micro_space:micro_space", data="synthetic", estimator="proxy:params",
                                     target="cpu", objectives=["accuracy", "energy"], budget=1,
                                     out=str(tmp_path / "f")))
+
+
+def test_naas_style_co_search_with_an_ofa_supernet_as_the_accuracy_estimator(micro, tmp_path) -> None:
+    from edgenas.data import load_synthetic_dataset
+    from edgenas.supernets.shrinking import ShrinkConfig, train_supernet
+
+    data = load_synthetic_dataset().subset(64, 32)
+    train_supernet(micro, data, tmp_path / "sn", ShrinkConfig(schedule="full:1", batch_size=16, eval_images=8))
+    cfg = ExperimentConfig(space="codesign:tests.micro_space:micro_space", data="synthetic", max_train=64,
+                           estimator=f"supernet:{tmp_path / 'sn'}", target="accel:eyeriss",
+                           objectives=["accuracy", "energy"], constraints={"pes": 168}, strategy="nsga2",
+                           budget=4, seed=0, out=str(tmp_path / "naas"))
+    records = [r for r in run_search(cfg).records if r.feasible]
+    assert records and all(0.0 <= r.metrics["accuracy"] <= 100.0 for r in records)
+    assert all(r.metrics["pes"] <= 168 for r in records)
