@@ -26,14 +26,17 @@ def search(
     out: Path = typer.Option(..., "--out", help="Folder for the study, trials.csv, pareto.json and weights."),
     space: str = typer.Option(None, help="Search space name (see 'edgenas spaces') or module:attribute."),
     data: str = typer.Option(None, help="digits | npz:PATH | cifar10:PATH | folder:PATH | synthetic"),
-    target: str = typer.Option(None, help="Device target for latency: cpu (measured here), ..."),
+    target: str = typer.Option(None, help="Device target for latency: cpu (measured here), lut:PATH, "
+                                          "predictor:PATH, accel:NAME, a device name, ..."),
     estimator: str = typer.Option(
         None, help="Accuracy estimator: train, net2net (MobileNetV3 spaces), proxy:NAME, tabular:nb201, supernet:PATH"),
     strategy: str = typer.Option(None, help="random | grid | evolution | tpe | nsga2 | reinforce | bo | eas"),
     budget: int = typer.Option(None, help="Number of accuracy evaluations (default 20)."),
     latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget in ms on the target."),
     constraint: list[str] = typer.Option(None, "--constraint", help="Extra constraint METRIC<=VALUE (repeatable)."),
-    objectives: str = typer.Option(None, help="Comma-separated metrics: accuracy,latency,params,flops."),
+    objectives: str = typer.Option(
+        None, help="Comma-separated metrics: accuracy, latency, params, flops, param_bytes, peak_memory, "
+                   "energy (with --target accel:NAME), pes (codesign: spaces)."),
     estimator_option: list[str] = typer.Option(
         None, "--estimator-option",
         help="KEY=VALUE for the estimator (repeatable): " + "; ".join(
