@@ -106,6 +106,11 @@ def test_reads_a_hat_csv_and_fits_a_predictor_target(hat, rng, tmp_path):
     np.testing.assert_allclose(read_latency_dataset(path, hat, column="latency_mean_encoder").latency_ms, enc)
     with pytest.raises(EdgenasError, match="no latency column 'latency_p99'"):
         read_latency_dataset(path, hat, column="latency_p99")
+    partial = tmp_path / "partial.csv"
+    partial.write_text("encoder_embed_dim,encoder_layer_num,latency_ms\n512,6,10\n")
+    with pytest.raises(EdgenasError, match="needs an 'arch' column or the feature columns; missing "
+                                           "encoder_ffn_embed_dim_avg, encoder_self_attention_heads_avg"):
+        read_latency_dataset(partial, hat)
 
     pred = LatencyPredictor(hat, "linear", folds=0).fit(data.archs[:60], data.latency_ms[:60])
     held_out = pred.predict(data.archs[60:])

@@ -175,6 +175,10 @@ def _read_csv(p: Path, space: SearchSpace, column: str | None, on_error: str, li
                 if not archs:
                     raise EdgenasError(f"latency dataset '{p}' has no usable rows")
                 return LatencyData(archs, np.asarray(lat), lines, str(p), col, skipped)
+            if hasattr(space, "from_features"):
+                missing = [f for f in space.latency_feature_names() if f not in fields]
+                raise EdgenasError(f"{p.name}: a latency CSV for space '{space.name}' needs an 'arch' column or the "
+                                   f"feature columns; missing {', '.join(missing)}")
             raise EdgenasError(f"{p.name}: a latency CSV needs an 'arch' column (has {fields})")
         col = column or ("latency_ms" if "latency_ms" in fields else None)
         if col is None or col not in fields:
