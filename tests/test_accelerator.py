@@ -170,3 +170,16 @@ def test_accelerator_command_prints_the_layers_and_writes_json(tmp_path, rng) ->
     expected = network_cost(load_accelerator("shidiannao"), arch_ops(space, arch, 10))[1]["latency_ms"]
     assert report["totals"]["latency_ms"] == pytest.approx(expected)
     assert sum(layer["ms"] for layer in report["layers"]) == pytest.approx(expected)
+
+
+def test_latency_devices_lists_the_accelerator_models() -> None:
+    from typer.testing import CliRunner
+
+    from edgenas.cli import app
+
+    result = CliRunner().invoke(app, ["latency", "devices"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "raspi4" in result.output
+    for name in list_accelerators():
+        assert name in result.output
+    assert "row_stationary" in result.output and "12x14" in result.output

@@ -149,7 +149,7 @@ def evaluate(
 
 @latency_app.command("devices")
 def devices() -> None:
-    """List the shipped device profiles (peak compute, bandwidth, table / predictor)."""
+    """List the shipped device profiles (peak compute, bandwidth, table / predictor) and accelerator models."""
     from rich.console import Console
     from rich.table import Table
 
@@ -163,7 +163,17 @@ def devices() -> None:
                                   (f"nb201:{d.nb201_column} (NB201 space)", d.nb201_column),
                                   ("roofline", d.peak_gops and d.memory_bandwidth_gbs)) if ok]
         table.add_row(name, peaks, f"{d.memory_bandwidth_gbs or '-'}", ", ".join(models) or "-")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    from edgenas.hardware.accelerator import list_accelerators, load_accelerator
+
+    accel = Table("accelerator", "PEs", "dataflow", "MHz", "KB", "GB/s",
+                  title="accelerator models (--target accel:NAME; edgenas accelerator ARCH.json)")
+    for name in list_accelerators():
+        a = load_accelerator(name)
+        accel.add_row(name, f"{a.pe_rows}x{a.pe_cols}", a.dataflow, f"{a.clock_mhz:g}", f"{a.buffer_kb:g}",
+                      f"{a.dram_gbs:g}")
+    console.print(accel)
 
 
 def roofline(
