@@ -93,27 +93,11 @@ class RayExecutor(Executor):
 
     def __init__(self, config: Mapping[str, Any], workers: int, address: str | None = None,
                  actor_class: type = AccuracyWorker) -> None:
-        try:
-            import ray
-            from ray.util import ActorPool
-        except ImportError:
-            raise EdgenasError("--workers > 1 runs evaluations on Ray, which is not installed; "
-                               "pip install 'edgenas[ray]' (or use --workers 1)") from None
+        import ray
+        from ray.util import ActorPool
+
         self.workers = workers
-        self._started_ray = False
-        if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
-            try:
-                if address:
-                    _check_reachable(address)
-                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-                else:
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
-            except ConnectionError as exc:
-                raise EdgenasError(f"cannot reach the Ray cluster at '{address}' ({exc}); check --ray-address "
-                                   f"(or $RAY_ADDRESS), or leave it out to run on this machine") from None
-            self._started_ray = True
+        self._started_ray = start_ray(workers, address)
         actor = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(actor_class)
         self._actors = [actor.remote(dict(config), os.getcwd()) for _ in range(workers)]
         self._pool = ActorPool(self._actors)
@@ -150,6 +134,30 @@ class RayExecutor(Executor):
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def start_ray(workers: int, address: str | None = None) -> bool:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local one with ``workers`` CPUs;
+    True when this call started it (the caller then shuts it down). Missing Ray or an unreachable cluster is a
+    one-line error."""
+    try:
+        import ray
+    except ImportError:
+        raise EdgenasError("--workers > 1 runs on Ray, which is not installed; pip install 'edgenas[ray]' "
+                           "(or use --workers 1)") from None
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            _check_reachable(address)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise EdgenasError(f"cannot reach the Ray cluster at '{address}' ({exc}); check --ray-address "
+                           f"(or $RAY_ADDRESS), or leave it out to run on this machine") from None
+    return True
 
 
 def _root_cause(exc: Exception) -> str:

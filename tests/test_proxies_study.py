@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from edgenas.errors import EdgenasError
 from edgenas.estimators.proxies.study import StudySettings, correlation, run_study, sample_archs
 from edgenas.evaluators import EvalContext, make_estimator
 from edgenas.spaces import get_space
+from tests.conftest import REPO
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +199,35 @@ def test_shards_split_the_study_and_a_final_run_gathers_them(tmp_path: Path) -> 
     assert [r.scores for r in gathered.records] == [r.scores for r in whole.records]
     with pytest.raises(EdgenasError, match="shard 2/2"):
         run_study(settings, tmp_path, train_fn=fake_train, shard=(2, 2))
+    with pytest.raises(EdgenasError, match="leave out --shard"):
+        run_study(settings, tmp_path, shard=(0, 2), workers=2)
+    with pytest.raises(EdgenasError, match="custom train_fn runs in this process only"):
+        run_study(settings, tmp_path, train_fn=fake_train, workers=2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'edgenas[ray]')")
+def test_study_on_ray_workers_scores_what_one_process_scores(tmp_path: Path) -> None:
+    """Two Ray tasks score the shards of one checkpoint; the gathered study equals a one-process run."""
+    code = (
+        "import json;"
+        "from edgenas.estimators.proxies.study import StudySettings, run_study;"
+        "s = StudySettings(space='tests.micro_space:micro_space', data='synthetic', archs=6, batch=8,"
+        " proxies=('params', 'synflow'), ensemble=(), accuracy='train', epochs=1, max_train=64, time_every=0);"
+        "seen = [];"
+        "r = run_study(s, 'study', workers=2, progress=lambda done, total, key: seen.append(done));"
+        "print(json.dumps([[x.index, x.scores, x.accuracy] for x in r.records] + [max(seen)]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    *rows, progressed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r[0] for r in rows] == list(range(6)) and progressed == 6
+    settings = StudySettings(space="tests.micro_space:micro_space", data="synthetic", archs=6, batch=8,
+                             proxies=("params", "synflow"), ensemble=(), accuracy="train", epochs=1, max_train=64,
+                             time_every=0)
+    serial = run_study(settings, tmp_path / "serial")
+    assert [[r.index, r.scores, r.accuracy] for r in serial.records] == rows
 
 
 # ---------------------------------------------------------------------------------------------- command

@@ -66,6 +66,9 @@ def correlate_command(
                                             "architectures scored so far (run again to resume)"),
     shard: str | None = typer.Option(None, help="K/N: score only the architectures whose index is K mod N; run N "
                                      "such processes on one --out folder, then once without --shard"),
+    workers: int = typer.Option(1, help="score on this many Ray workers (one CPU each; shards of one checkpoint)"),
+    ray_address: str | None = typer.Option(None, help="join this Ray cluster (its nodes must share --out); "
+                                           "default: $RAY_ADDRESS, else a local one"),
 ) -> None:
     """Rank correlation (Spearman, Kendall) of every proxy with real accuracy on a seeded sample."""
     import torch
@@ -80,6 +83,8 @@ def correlate_command(
 
     torch.set_num_threads(threads)
     shard_kn = _parse_shard(shard)
+    if workers < 1:
+        raise EdgenasError(f"--workers must be a positive number of parallel scorers, got {workers}")
     names = tuple(PROXIES) if proxies == "all" else tuple(p.strip() for p in proxies.split(",") if p.strip())
     for name in names:
         get_proxy(name)
@@ -105,7 +110,8 @@ def correlate_command(
         task = bar.add_task(f"scoring {archs} architectures", total=archs)
         result = run_study(settings, folder, bench_data,
                            progress=lambda done, total, key: bar.update(task, completed=done),
-                           time_limit=None if time_limit is None else 60 * time_limit, shard=shard_kn)
+                           time_limit=None if time_limit is None else 60 * time_limit, shard=shard_kn,
+                           workers=workers, ray_address=ray_address)
     _print_table(console, result, PUBLISHED_NB201 if resolved_space.name == "nb201" else {})
     partial = result.figures.get("_partial")
     if partial:

@@ -248,6 +248,8 @@ def run_study(
     train_fn: Callable[[Arch], float] | None = None,
     time_limit: float | None = None,
     shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> StudyResult:
     """Run (or resume) a correlation study and write its JSON and plots under ``out_dir``.
 
@@ -257,10 +259,19 @@ def run_study(
     many of how many); running it again resumes from the checkpoint. With ``shard=(k, n)`` it scores only
     the architectures whose index is ``k`` modulo ``n``: ``n`` processes (or machines sharing the folder)
     each take one shard and append to the same checkpoint, line by line; a final run without a shard
-    finds everything scored and writes the figures.
+    finds everything scored and writes the figures. With ``workers`` > 1 the shards run as Ray tasks (on this
+    machine, or on the cluster at ``ray_address`` when its nodes share ``out_dir``), and this call gathers them.
     """
     from edgenas.evaluators import EvalContext
     from edgenas.spaces import get_space
+
+    if workers > 1:
+        if shard is not None:
+            raise EdgenasError("--workers splits the study into shards itself; leave out --shard")
+        if train_fn is not None:
+            raise EdgenasError("a custom train_fn runs in this process only; use workers=1 with it")
+        _score_on_ray(settings, out_dir, bench_data, progress, time_limit, workers, ray_address)
+        progress = None  # everything the workers scored is in the checkpoint: what is left is the gathering
 
     for name in settings.proxies:
         check_batch_size(get_proxy(name), settings.batch)
@@ -325,6 +336,53 @@ def run_study(
     }
     write_result(result, out)
     return result
+
+
+def _score_shard(settings: StudySettings, out_dir: str, bench_data: str | None, time_limit: float | None,
+                 shard: tuple[int, int], cwd: str) -> int:
+    """One Ray task: score one shard into the shared checkpoint (no gathering); the count it scored."""
+    import os
+
+    import torch
+
+    os.chdir(cwd)
+    torch.set_num_threads(1)
+    try:
+        return len(run_study(settings, out_dir, bench_data, time_limit=time_limit, shard=shard).records)
+    except EdgenasError as exc:
+        if "needs at least 3" in str(exc):  # a small shard, or one the time limit cut short: the gathering decides
+            return 0
+        raise
+
+
+def _score_on_ray(settings: StudySettings, out_dir: str | Path, bench_data: str | None, progress: Progress | None,
+                  time_limit: float | None, workers: int, address: str | None) -> None:
+    """Score the study's shards as ``workers`` Ray tasks, reporting progress from the shared checkpoint."""
+    import os
+
+    from edgenas.executors import RESTARTS, start_ray
+
+    started = start_ray(workers, address)
+    import ray
+
+    try:
+        checkpoint = _Checkpoint(Path(out_dir) / "checkpoint.jsonl", settings)
+        checkpoint.load()  # written once here, so that the tasks only ever append
+        task = ray.remote(num_cpus=1, max_retries=RESTARTS)(_score_shard)
+        pending = [task.remote(settings, str(out_dir), bench_data, time_limit, (k, workers), os.getcwd())
+                   for k in range(workers)]
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=2.0)
+            if progress:
+                progress(len(checkpoint.load()), settings.archs, "")
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, EdgenasError):
+            raise cause from None
+        raise
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _uses_table(settings: StudySettings, space: SearchSpace) -> bool:
