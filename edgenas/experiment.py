@@ -180,6 +180,10 @@ class Experiment:
     # ------------------------------------------------------------------ set-up
     def _make_evaluators(self) -> dict[str, Evaluator]:
         cfg = self.config
+        if not self.space.builder and not (cfg.estimator or "").startswith("tabular:"):
+            # the estimator trains or scores built networks: a space without a builder says so now (its own
+            # one-line error), not at the first candidate
+            self.space.build(self.space.extreme(smallest=True), 10)
         wanted = set(cfg.objectives) | set(cfg.constraints) | {"accuracy"}
         if self.space.builder:
             wanted |= {"params", "flops"}

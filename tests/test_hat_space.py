@@ -55,6 +55,11 @@ def test_space_size_activity_and_sampling(hat, rng):
         hat.validate({**a, "dec1.heads": 3})
     with pytest.raises(InvalidArchitecture, match="has no build function: it serves latency models"):
         hat.build(a, num_classes=10)
+    from edgenas.experiment import Experiment, ExperimentConfig
+
+    with pytest.raises(InvalidArchitecture, match="has no build function: it serves latency models"):
+        Experiment(ExperimentConfig(space="hat-wmt14", data="synthetic", estimator="proxy:params", budget=1,
+                                    out="unused"))
 
 
 def test_latency_features_are_hats_averages(hat):
