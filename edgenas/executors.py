@@ -93,11 +93,11 @@ class RayExecutor(Executor):
 
     def __init__(self, config: Mapping[str, Any], workers: int, address: str | None = None,
                  actor_class: type = AccuracyWorker) -> None:
+        self.workers = workers
+        self._started_ray = start_ray(workers, address)  # first: a missing Ray is its one-line error
         import ray
         from ray.util import ActorPool
 
-        self.workers = workers
-        self._started_ray = start_ray(workers, address)
         actor = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(actor_class)
         self._actors = [actor.remote(dict(config), os.getcwd()) for _ in range(workers)]
         self._pool = ActorPool(self._actors)

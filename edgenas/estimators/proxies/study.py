@@ -250,6 +250,7 @@ def run_study(
     shard: tuple[int, int] | None = None,
     workers: int = 1,
     ray_address: str | None = None,
+    gather: bool = True,
 ) -> StudyResult:
     """Run (or resume) a correlation study and write its JSON and plots under ``out_dir``.
 
@@ -261,17 +262,10 @@ def run_study(
     each take one shard and append to the same checkpoint, line by line; a final run without a shard
     finds everything scored and writes the figures. With ``workers`` > 1 the shards run as Ray tasks (on this
     machine, or on the cluster at ``ray_address`` when its nodes share ``out_dir``), and this call gathers them.
+    With ``gather=False`` it only scores (the records so far, no figures or files): what each worker runs.
     """
     from edgenas.evaluators import EvalContext
     from edgenas.spaces import get_space
-
-    if workers > 1:
-        if shard is not None:
-            raise EdgenasError("--workers splits the study into shards itself; leave out --shard")
-        if train_fn is not None:
-            raise EdgenasError("a custom train_fn runs in this process only; use workers=1 with it")
-        _score_on_ray(settings, out_dir, bench_data, progress, time_limit, workers, ray_address)
-        progress = None  # everything the workers scored is in the checkpoint: what is left is the gathering
 
     for name in settings.proxies:
         check_batch_size(get_proxy(name), settings.batch)
@@ -282,6 +276,13 @@ def run_study(
             raise EdgenasError(f"ensemble member '{missing[0]}' is not among the scored proxies")
     if settings.archs < 3:
         raise EdgenasError(f"a correlation needs at least 3 architectures, got --archs {settings.archs}")
+    if workers > 1:
+        if shard is not None:
+            raise EdgenasError("--workers splits the study into shards itself; leave out --shard")
+        if train_fn is not None:
+            raise EdgenasError("a custom train_fn runs in this process only; use workers=1 with it")
+        _score_on_ray(settings, out_dir, bench_data, progress, time_limit, workers, ray_address)
+        progress = None  # everything the workers scored is in the checkpoint: what is left is the gathering
     space = get_space(settings.space)
     ctx = EvalContext(space=space, data_spec=settings.data, seed=settings.seed, epochs=settings.epochs,
                       bench_data=bench_data, max_train=settings.max_train)
@@ -322,6 +323,8 @@ def run_study(
         if progress:
             progress(len(records), len(archs), space.key(arch))
     done = sorted(records)
+    if not gather:
+        return StudyResult(settings, [records[i] for i in done])
     if len(done) < 3:
         raise EdgenasError(f"the time limit stopped the study after {len(done)} architectures; a correlation "
                            "needs at least 3 (run it again to resume, or give it more time)")
@@ -347,12 +350,7 @@ def _score_shard(settings: StudySettings, out_dir: str, bench_data: str | None, 
 
     os.chdir(cwd)
     torch.set_num_threads(1)
-    try:
-        return len(run_study(settings, out_dir, bench_data, time_limit=time_limit, shard=shard).records)
-    except EdgenasError as exc:
-        if "needs at least 3" in str(exc):  # a small shard, or one the time limit cut short: the gathering decides
-            return 0
-        raise
+    return len(run_study(settings, out_dir, bench_data, time_limit=time_limit, shard=shard, gather=False).records)
 
 
 def _score_on_ray(settings: StudySettings, out_dir: str | Path, bench_data: str | None, progress: Progress | None,
