@@ -43,10 +43,5 @@ class SharedNetworkAccuracy(Evaluator):
             self._memo[key] = self.inner(self.space.network_part(arch))
         return self._memo[key]
 
-    def __getattr__(self, item: str) -> Any:  # what else the estimator offers (kept weights, options ...)
-        if item in ("inner", "_memo", "space"):
-            raise AttributeError(item)
-        return getattr(self.inner, item)
-
     def describe(self) -> str:
         return self.inner.describe() + " (once per network, shared by its accelerators)"
