@@ -318,7 +318,10 @@ class AcceleratorEnergy(AcceleratorLatency):
 
     @classmethod
     def beside(cls, latency: AcceleratorLatency) -> AcceleratorEnergy:
-        return cls(latency.space, latency.acc, latency.num_classes, latency.in_channels)
+        """The energy on ``latency``'s accelerator, sharing its traced operators (each network traced once)."""
+        energy = cls(latency.space, latency.acc, latency.num_classes, latency.in_channels)
+        energy._ops = latency._ops
+        return energy
 
 
 def accelerator_target(arg: str, ctx: Any) -> AcceleratorLatency:
