@@ -53,11 +53,11 @@ def test_space_size_activity_and_sampling(hat, rng):
         hat.validate(hat.sample(rng))
     with pytest.raises(InvalidArchitecture, match=r"decoder layer 1 heads 3 not in \{2, 4, 8\}"):
         hat.validate({**a, "dec1.heads": 3})
-    with pytest.raises(InvalidArchitecture, match="has no build function: it serves latency models"):
+    with pytest.raises(InvalidArchitecture, match="has no build function for image classifiers"):
         hat.build(a, num_classes=10)
     from edgenas.experiment import Experiment, ExperimentConfig
 
-    with pytest.raises(InvalidArchitecture, match="has no build function: it serves latency models"):
+    with pytest.raises(InvalidArchitecture, match="has no build function for image classifiers"):
         Experiment(ExperimentConfig(space="hat-wmt14", data="synthetic", estimator="proxy:params", budget=1,
                                     out="unused"))
 

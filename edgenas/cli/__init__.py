@@ -64,6 +64,9 @@ _ofa.register(app)
 from edgenas.cli import gradient as _gradient  # noqa: E402
 
 _gradient.register(app)
+from edgenas.cli import hat as _hat  # noqa: E402
+
+_hat.register(app)
 
 
 def main() -> None:

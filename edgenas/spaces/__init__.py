@@ -13,13 +13,14 @@ from edgenas.errors import EdgenasError, unknown_name
 from edgenas.spaces.base import Arch, Dimension, SearchSpace
 from edgenas.spaces.mbv3 import MBV3Config, MBV3Space, mbv3_space, mbv3_tiny_space
 from edgenas.spaces.nb201 import nb201_space
-from edgenas.spaces.transformer import hat_wmt14_space
+from edgenas.spaces.transformer import hat_tiny_space, hat_wmt14_space
 
 SPACES: dict[str, Callable[[], SearchSpace]] = {
     "mbv3": mbv3_space,
     "mbv3-tiny": mbv3_tiny_space,
     "nb201": nb201_space,
     "hat-wmt14": hat_wmt14_space,
+    "hat-tiny": hat_tiny_space,
 }
 
 

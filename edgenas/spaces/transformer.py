@@ -18,8 +18,10 @@ choice. :meth:`HATSpace.latency_features` computes them; :meth:`HATSpace.from_fe
 SubTransformer with exactly a row's features (any of them has the same features, so the same predicted
 latency), which is how a data set row becomes an architecture of this space.
 
-The space has no network builder: it serves latency targets (a predictor fitted on measured data) until a
-SuperTransformer is built.
+The choices are a :class:`HATConfig`: ``hat-wmt14`` is the paper's, ``hat-tiny`` a scaled-down space of
+the same structure that trains on a CPU (the SuperTransformer of :mod:`edgenas.models.transformer`,
+``edgenas hat train``). Networks of this space translate token sequences, not images: they are trained,
+searched and exported by ``edgenas hat``, not ``edgenas search``, which serves them latency models only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,45 +51,82 @@ FEATURES: tuple[str, ...] = (
     "decoder_embed_dim", "decoder_layer_num", "decoder_ffn_embed_dim_avg", "decoder_self_attention_heads_avg",
     "decoder_ende_attention_heads_avg", "decoder_arbitrary_ende_attn_avg",
 )
-#: per-layer dimension suffix -> (choices, the feature that averages it)
-_ENCODER_PARTS = {"ffn": (FFN, "encoder_ffn_embed_dim_avg"), "heads": (HEADS, "encoder_self_attention_heads_avg")}
-_DECODER_PARTS = {"ffn": (FFN, "decoder_ffn_embed_dim_avg"), "heads": (HEADS, "decoder_self_attention_heads_avg"),
-                  "ende_heads": (HEADS, "decoder_ende_attention_heads_avg"),
-                  "ende_layers": (ENDE_LAYERS, "decoder_arbitrary_ende_attn_avg")}
+ENCODER_PARTS = ("ffn", "heads")
+DECODER_PARTS = ("ffn", "heads", "ende_heads", "ende_layers")
+_FEATURE_OF = {("enc", "ffn"): "encoder_ffn_embed_dim_avg", ("enc", "heads"): "encoder_self_attention_heads_avg",
+               ("dec", "ffn"): "decoder_ffn_embed_dim_avg", ("dec", "heads"): "decoder_self_attention_heads_avg",
+               ("dec", "ende_heads"): "decoder_ende_attention_heads_avg",
+               ("dec", "ende_layers"): "decoder_arbitrary_ende_attn_avg"}
+
+
+@dataclass(frozen=True)
+class HATConfig:
+    """The choices of a HAT space: embedding dims, feed-forward dims, heads, how many of the encoder's last
+    layers a decoder layer may attend to, the (fixed) encoder depth, the largest decoder depth, and the
+    attention width that the heads split (fixed, as in HAT)."""
+
+    embed: tuple[int, ...] = EMBED
+    ffn: tuple[int, ...] = FFN
+    heads: tuple[int, ...] = HEADS
+    ende_layers: tuple[int, ...] = ENDE_LAYERS
+    encoder_layers: int = ENCODER_LAYERS
+    max_decoder_layers: int = MAX_DECODER_LAYERS
+    qkv_dim: int = QKV_DIM
+
+    def __post_init__(self) -> None:
+        for h in self.heads:
+            if self.qkv_dim % h:
+                raise ValueError(f"qkv_dim {self.qkv_dim} is not divisible by {h} heads")
+        if max(self.ende_layers) > self.encoder_layers:
+            raise ValueError(f"ende_layers {self.ende_layers} reach beyond {self.encoder_layers} encoder layers")
+
+    def choices(self, part: str) -> tuple[int, ...]:
+        return {"ffn": self.ffn, "heads": self.heads, "ende_heads": self.heads, "ende_layers": self.ende_layers}[part]
 
 
 def _decoder_layer_active(name: str, partial: Mapping[str, Any]) -> bool:
     if not name.startswith("dec") or "." not in name:
         return True
-    return int(name[3:name.index(".")]) <= int(partial.get("decoder_layer_num", MAX_DECODER_LAYERS))
+    return int(name[3:name.index(".")]) <= int(partial.get("decoder_layer_num", 1 << 30))
+
+
+#: a HAT space small enough to train on a CPU in minutes (same structure as HAT's, smaller widths)
+TINY = HATConfig(embed=(48, 64), ffn=(64, 128, 256), heads=(2, 4), ende_layers=(1, 2), encoder_layers=3,
+                 max_decoder_layers=3, qkv_dim=64)
 
 
 @dataclass
 class HATSpace(SearchSpace):
     """The HAT SubTransformer space (see the module docstring)."""
 
+    hat: HATConfig = field(default_factory=HATConfig)
+
     @classmethod
-    def create(cls, name: str = "hat-wmt14") -> HATSpace:
-        dims = [Dimension("encoder_embed_dim", EMBED, "encoder embedding dim"),
-                Dimension("decoder_embed_dim", EMBED, "decoder embedding dim")]
-        for i in range(1, ENCODER_LAYERS + 1):
-            dims += [Dimension(f"enc{i}.{part}", choices, f"encoder layer {i} {part.replace('_', ' ')}")
-                     for part, (choices, _) in _ENCODER_PARTS.items()]
-        dims.append(Dimension("decoder_layer_num", tuple(range(1, MAX_DECODER_LAYERS + 1)), "decoder layers"))
-        for j in range(1, MAX_DECODER_LAYERS + 1):
-            dims += [Dimension(f"dec{j}.{part}", choices, f"decoder layer {j} {part.replace('_', ' ')}")
-                     for part, (choices, _) in _DECODER_PARTS.items()]
-        per_enc = math.prod(len(c) for c, _ in _ENCODER_PARTS.values())
-        per_dec = math.prod(len(c) for c, _ in _DECODER_PARTS.values())
-        total = len(EMBED) ** 2 * per_enc ** ENCODER_LAYERS * sum(per_dec ** d
-                                                                  for d in range(1, MAX_DECODER_LAYERS + 1))
-        return cls(name=name, dimensions=dims, is_active=_decoder_layer_active, counter=lambda: total,
-                   description="HAT SubTransformers (WMT'14 En-De): embed dims, 1-6 decoder layers, per-layer "
-                               "FFN dims and heads, arbitrary encoder-decoder attention; latency only")
+    def create(cls, name: str = "hat-wmt14", cfg: HATConfig | None = None, description: str = "") -> HATSpace:
+        cfg = cfg or HATConfig()
+        dims = [Dimension("encoder_embed_dim", cfg.embed, "encoder embedding dim"),
+                Dimension("decoder_embed_dim", cfg.embed, "decoder embedding dim")]
+        for i in range(1, cfg.encoder_layers + 1):
+            dims += [Dimension(f"enc{i}.{part}", cfg.choices(part), f"encoder layer {i} {part.replace('_', ' ')}")
+                     for part in ENCODER_PARTS]
+        dims.append(Dimension("decoder_layer_num", tuple(range(1, cfg.max_decoder_layers + 1)), "decoder layers"))
+        for j in range(1, cfg.max_decoder_layers + 1):
+            dims += [Dimension(f"dec{j}.{part}", cfg.choices(part), f"decoder layer {j} {part.replace('_', ' ')}")
+                     for part in DECODER_PARTS]
+        per_enc = math.prod(len(cfg.choices(p)) for p in ENCODER_PARTS)
+        per_dec = math.prod(len(cfg.choices(p)) for p in DECODER_PARTS)
+        total = len(cfg.embed) ** 2 * per_enc ** cfg.encoder_layers * sum(
+            per_dec ** d for d in range(1, cfg.max_decoder_layers + 1))
+        return cls(name=name, dimensions=dims, is_active=_decoder_layer_active, counter=lambda: total, hat=cfg,
+                   config={"hat": asdict(cfg)},
+                   description=description or "HAT SubTransformers (WMT'14 En-De): embed dims, 1-6 decoder "
+                   "layers, per-layer FFN dims and heads, arbitrary encoder-decoder attention")
 
     def build(self, arch: Mapping[str, Any], num_classes: int, in_channels: int = 3, seed: int = 0) -> Any:
-        raise InvalidArchitecture(f"space '{self.name}' has no build function: it serves latency models "
-                                  f"(edgenas latency fit --space {self.name}); the SuperTransformer is not built yet")
+        raise InvalidArchitecture(
+            f"space '{self.name}' has no build function for image classifiers: it holds translation Transformers "
+            f"(train and search them with edgenas hat train / edgenas hat search --space {self.name}); edgenas "
+            "search serves it latency models only")
 
     # ------------------------------------------------------------ HAT's features
     def latency_feature_names(self) -> list[str]:
@@ -99,9 +138,10 @@ class HATSpace(SearchSpace):
         for row, arch in enumerate(archs):
             a = self.validate(arch)
             d = int(a["decoder_layer_num"])
-            enc = {p: np.mean([a[f"enc{i}.{p}"] for i in range(1, ENCODER_LAYERS + 1)]) for p in _ENCODER_PARTS}
-            dec = {p: np.mean([a[f"dec{j}.{p}"] for j in range(1, d + 1)]) for p in _DECODER_PARTS}
-            out[row] = (a["encoder_embed_dim"], ENCODER_LAYERS, enc["ffn"], enc["heads"],
+            n_enc = self.hat.encoder_layers
+            enc = {p: np.mean([a[f"enc{i}.{p}"] for i in range(1, n_enc + 1)]) for p in ENCODER_PARTS}
+            dec = {p: np.mean([a[f"dec{j}.{p}"] for j in range(1, d + 1)]) for p in DECODER_PARTS}
+            out[row] = (a["encoder_embed_dim"], n_enc, enc["ffn"], enc["heads"],
                         a["decoder_embed_dim"], d, dec["ffn"], dec["heads"], dec["ende_heads"], dec["ende_layers"])
         return out
 
@@ -113,17 +153,17 @@ class HATSpace(SearchSpace):
         architecture's choices). The cost model HAT shows to rank latency poorly (its Fig. 2)."""
         a = self.validate(arch)
         e_enc, e_dec, d = int(a["encoder_embed_dim"]), int(a["decoder_embed_dim"]), int(a["decoder_layer_num"])
-        S, T = source_tokens, target_tokens
+        S, T, qkv = source_tokens, target_tokens, self.hat.qkv_dim
         total = 0.0
-        for i in range(1, ENCODER_LAYERS + 1):
+        for i in range(1, self.hat.encoder_layers + 1):
             f = int(a[f"enc{i}.ffn"])
-            total += S * (4 * e_enc * QKV_DIM + 2 * e_enc * f) + 2 * S * S * QKV_DIM
+            total += S * (4 * e_enc * qkv + 2 * e_enc * f) + 2 * S * S * qkv
         for j in range(1, d + 1):
             f = int(a[f"dec{j}.ffn"])
-            per_token = 4 * e_dec * QKV_DIM + 2 * e_dec * QKV_DIM + 2 * e_dec * f  # self-attn, ende q/out, FFN
-            ende_kv = 2 * S * e_enc * QKV_DIM  # keys and values of the encoder output, once per sentence
+            per_token = 4 * e_dec * qkv + 2 * e_dec * qkv + 2 * e_dec * f  # self-attn, ende q/out, FFN
+            ende_kv = 2 * S * e_enc * qkv  # keys and values of the encoder output, once per sentence
             ende_len = S * int(a[f"dec{j}.ende_layers"])  # arbitrary attention: 1-3 encoder layers' outputs
-            attn = sum(2 * t * QKV_DIM for t in range(1, T + 1)) + T * 2 * ende_len * QKV_DIM
+            attn = sum(2 * t * qkv for t in range(1, T + 1)) + T * 2 * ende_len * qkv
             total += T * per_token + ende_kv * int(a[f"dec{j}.ende_layers"]) + attn
         return float(total)
 
@@ -137,16 +177,19 @@ class HATSpace(SearchSpace):
             values = {f: float(row[f]) for f in FEATURES}
         except (TypeError, ValueError):
             raise InvalidArchitecture("HAT features must be numbers") from None
-        if values["encoder_layer_num"] != ENCODER_LAYERS:
-            raise InvalidArchitecture(f"encoder_layer_num {values['encoder_layer_num']:g} is not {ENCODER_LAYERS} "
-                                      "(the HAT space's encoder has 6 layers)")
+        n_enc, max_dec = self.hat.encoder_layers, self.hat.max_decoder_layers
+        if values["encoder_layer_num"] != n_enc:
+            raise InvalidArchitecture(f"encoder_layer_num {values['encoder_layer_num']:g} is not {n_enc} "
+                                      f"(the space '{self.name}' has {n_enc} encoder layers)")
         d = values["decoder_layer_num"]
-        if d not in range(1, MAX_DECODER_LAYERS + 1):
-            raise InvalidArchitecture(f"decoder_layer_num {d:g} not in {{1, ..., {MAX_DECODER_LAYERS}}}")
+        if d not in range(1, max_dec + 1):
+            raise InvalidArchitecture(f"decoder_layer_num {d:g} not in {{1, ..., {max_dec}}}")
         arch: Arch = {"encoder_embed_dim": _as_choice(values["encoder_embed_dim"]),
                       "decoder_embed_dim": _as_choice(values["decoder_embed_dim"]), "decoder_layer_num": int(d)}
-        for prefix, n, parts in (("enc", ENCODER_LAYERS, _ENCODER_PARTS), ("dec", int(d), _DECODER_PARTS)):
-            for part, (choices, feature) in parts.items():
+        for prefix, n, parts in (("enc", n_enc, ENCODER_PARTS), ("dec", int(d), DECODER_PARTS)):
+            for part in parts:
+                feature = _FEATURE_OF[prefix, part]
+                choices = self.hat.choices(part)
                 for k, v in enumerate(_layers_with_mean(choices, n, values[feature], feature), start=1):
                     arch[f"{prefix}{k}.{part}"] = v
         return self.validate(arch)
@@ -167,3 +210,8 @@ def _layers_with_mean(choices: Sequence[int], n: int, mean: float, feature: str)
 
 def hat_wmt14_space() -> HATSpace:
     return HATSpace.create()
+
+
+def hat_tiny_space() -> HATSpace:
+    return HATSpace.create("hat-tiny", TINY, "HAT SubTransformers, CPU-sized: embed 48/64, FFN 64-256, 2/4 heads, "
+                           "3 encoder and 1-3 decoder layers, arbitrary encoder-decoder attention")
