@@ -71,11 +71,13 @@ class ParallelData:
         return int(self.train.tgt.shape[1])
 
     def subset(self, max_train: int | None = None, max_val: int | None = None) -> ParallelData:
+        """The first ``max_train`` training and ``max_val`` validation pairs (the test split unchanged)."""
+
         def cut(s: Split, n: int | None) -> Split:
             return s if not n else Split(s.src[:n], s.tgt[:n])
 
         return ParallelData(self.name, self.src_words, self.tgt_words, cut(self.train, max_train),
-                            cut(self.val, max_val), cut(self.test, max_val))
+                            cut(self.val, max_val), self.test)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Target ids -> words, up to the first end token."""

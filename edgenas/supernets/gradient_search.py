@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from edgenas.errors import EdgenasError, unknown_name
-from edgenas.io import atomic_write_bytes, atomic_write_json, machine_info
+from edgenas.io import atomic_write_json, machine_info
+from edgenas.supernets.checkpoint_files import save_checkpoint
 from edgenas.supernets.latency_loss import LOSS_FORMS, BlockLatency, latency_loss, most_probable_under
 
 METHODS = ("proxyless", "darts")
@@ -303,9 +304,7 @@ class GradientSearch:
             "w_sched": self.w_sched.state_dict(), "gen": self.gen.get_state(), "coef": self.coef,
             "epoch": self.epoch, "seconds": self.seconds, "history": json.dumps(self.history),
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.ckpt_path, buf.getvalue())
+        save_checkpoint(self.ckpt_path, state)
 
     def _load_checkpoint(self) -> None:
         try:

@@ -18,7 +18,6 @@ tensors and plain values only (``torch.load(..., weights_only=True)``) and say w
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -32,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from edgenas.errors import EdgenasError
-from edgenas.io import atomic_write_bytes, atomic_write_json
+from edgenas.io import atomic_write_json
 from edgenas.models.transformer import PAD, ElasticTransformer, TransformerShape, build_supertransformer
 from edgenas.spaces.transformer import HATSpace
+from edgenas.supernets.checkpoint_files import read_checkpoint, save_checkpoint
 from edgenas.translation_data import ParallelData, Split, corpus_bleu
 
 FORMAT = "edgenas-hat-checkpoint/1"
@@ -55,12 +55,6 @@ class HATTrainConfig:
     seed: int = 0
 
 
-def _save(path: Path, blob: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _built_for(space: HATSpace, data: ParallelData) -> dict[str, Any]:
     return {"space": space.name, "space_config": space.to_dict(), "src_words": data.src_words,
             "tgt_words": data.tgt_words}
@@ -77,22 +71,8 @@ def _plain(obj: Any) -> Any:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A HAT checkpoint (a file, or an ``edgenas hat train`` folder), read safely."""
-    p = Path(path)
-    if p.is_dir():
-        found = [p / n for n in ("supertransformer.pt", "last.pt") if (p / n).exists()]
-        if not found:
-            raise EdgenasError(f"no supertransformer.pt or last.pt in '{path}'; train one with 'edgenas hat train'")
-        p = found[0]
-    if not p.exists():
-        raise EdgenasError(f"SuperTransformer checkpoint '{path}' not found")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise EdgenasError(f"'{p}' is not a readable edgenas HAT checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise EdgenasError(f"'{p}' is not an edgenas HAT checkpoint (expected format '{FORMAT}')")
-    blob["path"] = str(p)
-    return blob
+    return read_checkpoint(path, FORMAT, ("supertransformer.pt", "last.pt"), "HAT", "SuperTransformer",
+                           "edgenas hat train")
 
 
 def load_supertransformer(path: str | Path, space: HATSpace | None = None) -> tuple[ElasticTransformer, dict[str, Any]]:
@@ -225,7 +205,7 @@ def train_supertransformer(space: HATSpace, data: ParallelData, out: str | Path,
                 "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         if with_optimizer:
             blob["optimizer"] = opt.state_dict()
-        _save(path, blob)
+        save_checkpoint(path, blob)
 
     t0, losses = time.perf_counter(), []
     net.train()
@@ -298,7 +278,7 @@ def train_subtransformer(space: HATSpace, arch: Mapping[str, Any], data: Paralle
 
 def save_subtransformer(net: ElasticTransformer, path: str | Path, data: ParallelData) -> None:
     """A SubTransformer's weights with its architecture and vocabularies (``weights_only``-loadable)."""
-    _save(Path(path), {"format": FORMAT + "+sub", "space_ref": net.space.ref or net.space.name,
+    save_checkpoint(Path(path), {"format": FORMAT + "+sub", "space_ref": net.space.ref or net.space.name,
                        "arch": json.dumps(net.arch), "shape": net.shape.to_dict(),
                        "src_words": list(data.src_words), "tgt_words": list(data.tgt_words),
                        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()}})

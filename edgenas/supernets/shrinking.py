@@ -34,9 +34,10 @@ import torch.nn.functional as F
 
 from edgenas.data import Dataset
 from edgenas.errors import EdgenasError
-from edgenas.io import atomic_write_bytes, atomic_write_json
+from edgenas.io import atomic_write_json
 from edgenas.spaces.base import Arch
 from edgenas.spaces.mbv3 import MBV3Space
+from edgenas.supernets.checkpoint_files import read_checkpoint, save_checkpoint
 from edgenas.supernets.ofa import OFAMobileNetV3
 
 FORMAT = "edgenas-ofa-checkpoint/1"
@@ -136,24 +137,7 @@ def check_built_for(found: Mapping[str, Any], expected: Mapping[str, Any], path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``); a clear error for anything else."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("supernet.pt", "last.pt"):
-            if (p / name).exists():
-                p = p / name
-                break
-        else:
-            raise EdgenasError(f"no supernet.pt or last.pt in '{path}'; train one with 'edgenas ofa train'")
-    if not p.exists():
-        raise EdgenasError(f"supernet checkpoint '{path}' not found")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise EdgenasError(f"'{p}' is not a readable edgenas OFA checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise EdgenasError(f"'{p}' is not an edgenas OFA checkpoint (expected format '{FORMAT}')")
-    blob["path"] = str(p)
-    return blob
+    return read_checkpoint(path, FORMAT, ("supernet.pt", "last.pt"), "OFA", "supernet", "edgenas ofa train")
 
 
 def load_supernet(path: str | Path, space: MBV3Space | None = None) -> tuple[OFAMobileNetV3, dict[str, Any]]:
@@ -171,14 +155,6 @@ def load_supernet(path: str | Path, space: MBV3Space | None = None) -> tuple[OFA
     net = OFAMobileNetV3(space, built["num_classes"], built["in_channels"])
     net.load_state_dict(blob["model"])
     return net.eval(), blob
-
-
-def _save(path: Path, blob: dict[str, Any]) -> None:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 @torch.no_grad()
@@ -332,9 +308,9 @@ def train_supernet(
                 "model": net.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
                 "optimizer": None if done_phase else opt.state_dict(), "history": json.dumps(history),
             }
-            _save(last, state)
+            save_checkpoint(last, state)
             if done_phase:
-                _save(out / f"phase{pi + 1}_{phase.name}.pt", state)
+                save_checkpoint(out / f"phase{pi + 1}_{phase.name}.pt", state)
             if progress:
                 progress(f"phase {pi + 1}/{len(phases)} {phase.name} epoch {epoch + 1}/{phase.epochs}: "
                          f"loss {row['loss']:.3f}, largest {row['acc_largest']:.1f}%, "
@@ -345,6 +321,6 @@ def train_supernet(
         "phase": len(phases), "epoch": 0, "model": net.state_dict(), "teacher": None, "optimizer": None,
         "history": json.dumps(history),
     }
-    _save(out / "supernet.pt", final)
+    save_checkpoint(out / "supernet.pt", final)
     atomic_write_json(out / "history.json", {"config": asdict(config), "built_for": built, "history": history})
     return TrainResult(out, net.eval(), history, resumed)
