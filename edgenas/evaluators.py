@@ -200,6 +200,9 @@ ESTIMATOR_PREFIXES: dict[str, Factory] = {
     # OFA supernet weights + BN recalibration (lazy import: the factory lives in edgenas/supernets/estimator.py)
     "supernet": lambda arg, ctx: __import__("edgenas.supernets.estimator", fromlist=["_"]).supernet_estimator(
         arg, ctx),
+    # SMASH HyperNet-generated weights (NB201 cells)
+    "hypernet": lambda arg, ctx: __import__("edgenas.supernets.hypernet", fromlist=["_"]).hypernet_estimator(
+        arg, ctx),
 }
 TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device, "lut": _lut, "predictor": _predictor,

@@ -67,6 +67,9 @@ _gradient.register(app)
 from edgenas.cli import hat as _hat  # noqa: E402
 
 _hat.register(app)
+from edgenas.cli import hypernet as _hypernet  # noqa: E402
+
+_hypernet.register(app)
 
 
 def main() -> None:
