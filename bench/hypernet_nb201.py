@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import save  # noqa: E402
 from edgenas.data import load_dataset  # noqa: E402
+from edgenas.estimators.hypernet import HyperNetConfig, hypernet_accuracy, load_hypernet, train_hypernet  # noqa: E402
 from edgenas.evaluators import EvalContext, make_cost, make_estimator  # noqa: E402
 from edgenas.spaces import get_space  # noqa: E402
-from edgenas.supernets.hypernet import HyperNetConfig, hypernet_accuracy, load_hypernet, train_hypernet  # noqa: E402
 
 
 def main() -> None:

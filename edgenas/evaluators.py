@@ -201,7 +201,7 @@ ESTIMATOR_PREFIXES: dict[str, Factory] = {
     "supernet": lambda arg, ctx: __import__("edgenas.supernets.estimator", fromlist=["_"]).supernet_estimator(
         arg, ctx),
     # SMASH HyperNet-generated weights (NB201 cells)
-    "hypernet": lambda arg, ctx: __import__("edgenas.supernets.hypernet", fromlist=["_"]).hypernet_estimator(
+    "hypernet": lambda arg, ctx: __import__("edgenas.estimators.hypernet", fromlist=["_"]).hypernet_estimator(
         arg, ctx),
 }
 TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}

@@ -11,9 +11,9 @@ import torch
 
 from edgenas.data import load_synthetic_dataset
 from edgenas.errors import EdgenasError
+from edgenas.estimators.hypernet import HyperNB201, HyperNetConfig, load_hypernet, train_hypernet
 from edgenas.evaluators import EvalContext, make_estimator
 from edgenas.spaces import get_space
-from edgenas.supernets.hypernet import HyperNB201, HyperNetConfig, load_hypernet, train_hypernet
 
 
 @pytest.fixture(scope="module")

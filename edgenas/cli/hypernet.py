@@ -34,9 +34,9 @@ def train(
     import torch
 
     from edgenas.data import load_dataset
+    from edgenas.estimators.hypernet import HyperNetConfig, train_hypernet
     from edgenas.spaces import get_space
     from edgenas.spaces.nb201 import NB201Space
-    from edgenas.supernets.hypernet import HyperNetConfig, train_hypernet
 
     if min(steps, batch_size, channels, cells_per_stage, rank) < 1 or lr <= 0:
         raise EdgenasError("--steps, --batch-size, --channels, --cells-per-stage and --rank must be at least 1 and "
