@@ -151,6 +151,28 @@ def test_evolution_respects_the_budget_and_improves(space):
         evolutionary_search(space, score, latency, smallest * 0.5, cfg)
 
 
+def test_an_answer_measured_above_the_budget_is_searched_again_tighter(space):
+    from edgenas.supernets.hat_search import search_and_verify
+
+    def latency(archs):
+        return np.array([space.macs(a) for a in archs]) / 1e5
+
+    def score(archs):
+        return np.array([space.macs(a) for a in archs])  # the search runs to the edge of the budget
+
+    budget = float(np.median(latency([space.sample(np.random.default_rng(i)) for i in range(50)])))
+    cfg = HATSearchConfig(parents=4, mutations=8, crossovers=8, generations=4, seed=0)
+    checked = search_and_verify(space, score, latency, budget, cfg, measure=lambda a: 1.1 * latency([a])[0])
+    assert checked.measured <= budget and len(checked.rounds) >= 2
+    first = checked.rounds[0]
+    assert checked.rounds[1]["budget_ms"] == pytest.approx(budget * first["predicted_ms"] / first["measured_ms"])
+    slow = search_and_verify(space, score, latency, budget, cfg, measure=lambda a: 1.5 * latency([a])[0],
+                             max_rounds=2)
+    assert len(slow.rounds) == 2  # gives up after max_rounds
+    hopeless = search_and_verify(space, score, latency, budget, cfg, measure=lambda a: 10.0 * budget)
+    assert len(hopeless.rounds) == 1 and hopeless.measured > budget  # nothing predicted fast enough: says so
+
+
 def test_subtransformer_latency_is_measured_in_a_fresh_process_and_collections_resume(space, tmp_path, monkeypatch):
     from edgenas.hardware import transformer_latency as tl
 

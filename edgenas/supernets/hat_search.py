@@ -169,3 +169,40 @@ def describe_arch(arch: Mapping[str, Any], encoder_layers: int) -> str:
     dec = " ".join(f"{arch[f'dec{j}.ffn']}/{arch[f'dec{j}.heads']}h/x{arch[f'dec{j}.ende_layers']}"
                    for j in range(1, d + 1))
     return f"enc {arch['encoder_embed_dim']}d [{enc}]  dec {arch['decoder_embed_dim']}d x{d} [{dec}]"
+
+
+@dataclass
+class CheckedSearch:
+    """A search whose answer was measured on the device; ``rounds`` lists every budget searched with the
+    answer's predicted and measured latency."""
+
+    result: HATSearchResult
+    measured: float | None
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+def search_and_verify(space: SearchSpace, score: Scores, latency: Scores, budget: float,
+                      cfg: HATSearchConfig | None = None, target_name: str = "the target",
+                      measure: Callable[[Arch], float] | None = None, max_rounds: int = 3) -> CheckedSearch:
+    """:func:`evolutionary_search`, then (with ``measure``) the answer measured on the device; while it breaks
+    the budget, search again within ``budget x predicted / measured`` of predicted latency (at most
+    ``max_rounds`` searches). An answer chosen at the edge of the budget among many candidates tends to be
+    one whose latency the predictor underestimates, so a measurement above a prediction is expected there.
+    The last answer is returned even if it still breaks the budget (``measured`` says so), also when no
+    SubTransformer is predicted to meet the tightened budget."""
+    searched, rounds, last = budget, [], None
+    while True:
+        try:
+            res = evolutionary_search(space, score, latency, searched, cfg, target_name)
+        except BudgetUnreachable:
+            if last is None:
+                raise
+            return last  # no SubTransformer is predicted that fast: the last answer, measured above the budget
+        if measure is None:
+            return CheckedSearch(res, None, [{"budget_ms": searched, "predicted_ms": res.latency}])
+        ms = float(measure(res.arch))
+        rounds.append({"budget_ms": searched, "predicted_ms": res.latency, "measured_ms": ms})
+        last = CheckedSearch(res, ms, rounds)
+        if ms <= budget or len(rounds) >= max_rounds:
+            return last
+        searched = budget * res.latency / ms  # the budget corrected by this answer's prediction error
