@@ -242,5 +242,9 @@ def test_a_subtransformer_trained_alone_has_the_same_shape_as_extracted(space, d
     shapes = {k: v.shape for k, v in alone.state_dict().items()}
     assert shapes == {k: v.shape for k, v in extracted.state_dict().items()}
     before = validation_loss(alone, arch, data.val)
-    trained = train_subtransformer(space, arch, data, HATTrainConfig(steps=15, batch_size=16, warmup=3))
+    cfg = HATTrainConfig(steps=15, batch_size=16, warmup=3)
+    trained = train_subtransformer(space, arch, data, cfg)
     assert validation_loss(trained, arch, data.val) < before - 0.3  # from scratch, the same initialisation
+    torch.rand(7)  # another history of the global generator: the same result (dropout has its own seed)
+    again = train_subtransformer(space, arch, data, cfg)
+    assert validation_loss(again, arch, data.val) == validation_loss(trained, arch, data.val)

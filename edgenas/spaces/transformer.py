@@ -124,9 +124,9 @@ class HATSpace(SearchSpace):
 
     def build(self, arch: Mapping[str, Any], num_classes: int, in_channels: int = 3, seed: int = 0) -> Any:
         raise InvalidArchitecture(
-            f"space '{self.name}' has no build function for image classifiers: it holds translation Transformers "
-            f"(train and search them with edgenas hat train / edgenas hat search --space {self.name}); edgenas "
-            "search serves it latency models only")
+            f"space '{self.name}' has no build function for image classifiers: it holds translation Transformers; "
+            f"train its SuperTransformer with 'edgenas hat train --space {self.name}' and search it with 'edgenas "
+            "hat search' (edgenas latency fit also takes this space)")
 
     # ------------------------------------------------------------ HAT's features
     def latency_feature_names(self) -> list[str]:

@@ -168,17 +168,25 @@ def train_supertransformer(space: HATSpace, data: ParallelData, out: str | Path,
                            resume: bool = False, device: torch.device | str = "cpu",
                            progress: Callable[[str], None] | None = None, data_spec: str = "") -> dict[str, Any]:
     """Train a SuperTransformer on ``data`` by uniform SubTransformer sampling (HAT); returns the report.
-    ``data_spec`` (how to load ``data`` again, e.g. ``reverse``) is kept in the checkpoint for the search."""
+    ``data_spec`` (how to load ``data`` again, e.g. ``reverse``) is kept in the checkpoint for the search.
+    Dropout draws from torch's generator seeded with ``cfg.seed`` (restored on resume); the caller's
+    generator state is left as it was."""
     cfg = cfg or HATTrainConfig()
-    out = Path(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _train_supertransformer(space, data, Path(out), cfg, resume, torch.device(device), progress,
+                                       data_spec)
+
+
+def _train_supertransformer(space: HATSpace, data: ParallelData, out: Path, cfg: HATTrainConfig, resume: bool,
+                            device: torch.device, progress: Callable[[str], None] | None,
+                            data_spec: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _m: None)
-    device = torch.device(device)
     built = _built_for(space, data)
     net = build_supertransformer(space, data.src_vocab, data.tgt_vocab, cfg.dropout, cfg.seed).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
     rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)  # dropout masks: reproducible, and restored on resume
     step, history = 0, []
     if resume:
         blob = load_checkpoint(out / "last.pt")
@@ -254,10 +262,17 @@ def _on(split: Split, device: torch.device) -> Split:
 def train_subtransformer(space: HATSpace, arch: Mapping[str, Any], data: ParallelData, cfg: HATTrainConfig,
                          device: torch.device | str = "cpu",
                          progress: Callable[[str], None] | None = None) -> ElasticTransformer:
-    """``arch`` trained from scratch with the SuperTransformer's recipe (HAT's final step), ``cfg.steps`` steps."""
+    """``arch`` trained from scratch with the SuperTransformer's recipe (HAT's final step), ``cfg.steps`` steps;
+    deterministic for a seed (dropout from a generator seeded with ``cfg.seed``; the caller's left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _train_subtransformer(space, arch, data, cfg, torch.device(device), progress)
+
+
+def _train_subtransformer(space: HATSpace, arch: Mapping[str, Any], data: ParallelData, cfg: HATTrainConfig,
+                          device: torch.device, progress: Callable[[str], None] | None) -> ElasticTransformer:
     from edgenas.models.transformer import build_subtransformer
 
-    device = torch.device(device)
     net = build_subtransformer(space, arch, data.src_vocab, data.tgt_vocab, cfg.dropout, cfg.seed).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
     per_epoch = math.ceil(len(data.train) / cfg.batch_size)
