@@ -169,8 +169,10 @@ def test_an_answer_measured_above_the_budget_is_searched_again_tighter(space):
     slow = search_and_verify(space, score, latency, budget, cfg, measure=lambda a: 1.5 * latency([a])[0],
                              max_rounds=2)
     assert len(slow.rounds) == 2  # gives up after max_rounds
+    # the corrected budget is below every prediction: one more search at the fastest latency seen, then stop
     hopeless = search_and_verify(space, score, latency, budget, cfg, measure=lambda a: 10.0 * budget)
-    assert len(hopeless.rounds) == 1 and hopeless.measured > budget  # nothing predicted fast enough: says so
+    assert len(hopeless.rounds) == 2 and hopeless.measured > budget
+    assert hopeless.rounds[1]["predicted_ms"] < 0.9 * hopeless.rounds[0]["predicted_ms"]
 
 
 def test_subtransformer_latency_is_measured_in_a_fresh_process_and_collections_resume(space, tmp_path, monkeypatch):

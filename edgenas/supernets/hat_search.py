@@ -63,7 +63,11 @@ class HATSearchResult:
 
 
 class BudgetUnreachable(EdgenasError):
-    """No SubTransformer meets the latency budget."""
+    """No SubTransformer meets the latency budget; ``fastest`` is the lowest latency the search saw."""
+
+    def __init__(self, message: str, fastest: float = float("nan")) -> None:
+        super().__init__(message)
+        self.fastest = fastest
 
 
 def evolutionary_search(space: SearchSpace, score: Scores, latency: Scores, budget: float,
@@ -113,7 +117,7 @@ def evolutionary_search(space: SearchSpace, score: Scores, latency: Scores, budg
         if small_lat > budget:
             raise BudgetUnreachable(f"no SubTransformer meets {budget:g} ms on {target_name}: the fastest reached is "
                                     f"{fastest:.4g} ms (the smallest SubTransformer: {small_lat:.4g} ms); raise the "
-                                    "budget")
+                                    "budget", min(fastest, small_lat))
         pop, pop_lat = [smallest], [small_lat]
     history: list[dict[str, float]] = []
     for _ in range(cfg.generations):
@@ -188,16 +192,20 @@ def search_and_verify(space: SearchSpace, score: Scores, latency: Scores, budget
     the budget, search again within ``budget x predicted / measured`` of predicted latency (at most
     ``max_rounds`` searches). An answer chosen at the edge of the budget among many candidates tends to be
     one whose latency the predictor underestimates, so a measurement above a prediction is expected there.
-    The last answer is returned even if it still breaks the budget (``measured`` says so), also when no
-    SubTransformer is predicted to meet the tightened budget."""
-    searched, rounds, last = budget, [], None
+    When no SubTransformer is predicted to meet the tightened budget, the next search uses the fastest
+    predicted latency seen instead. The last answer is returned even if it still breaks the budget
+    (``measured`` says so)."""
+    searched, rounds, last, at_floor = budget, [], None, False
     while True:
         try:
             res = evolutionary_search(space, score, latency, searched, cfg, target_name)
-        except BudgetUnreachable:
+        except BudgetUnreachable as exc:
             if last is None:
                 raise
-            return last  # no SubTransformer is predicted that fast: the last answer, measured above the budget
+            if at_floor or exc.fastest >= last.result.latency or len(rounds) >= max_rounds:
+                return last
+            searched, at_floor = exc.fastest, True  # nothing predicted that fast: search at the fastest seen
+            continue
         if measure is None:
             return CheckedSearch(res, None, [{"budget_ms": searched, "predicted_ms": res.latency}])
         ms = float(measure(res.arch))
