@@ -66,10 +66,6 @@ class ParallelData:
     def tgt_vocab(self) -> int:
         return len(self.tgt_words)
 
-    @property
-    def max_target_len(self) -> int:
-        return int(self.train.tgt.shape[1])
-
     def subset(self, max_train: int | None = None, max_val: int | None = None) -> ParallelData:
         """The first ``max_train`` training and ``max_val`` validation pairs (the test split unchanged)."""
 

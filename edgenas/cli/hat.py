@@ -165,7 +165,8 @@ def search(
     spec = data or blob.get("data_spec") or ""
     if not spec:
         raise EdgenasError("the checkpoint does not say what data it was trained on: pass --data")
-    d = _data(spec, max_val=max_val)
+    full = _data(spec)
+    d = full.subset(max_val=max_val)
     check_data(blob, d)
     path = target.partition(":")[2]
     latency = PredictedLatency(LatencyPredictor.load(path, sp), path)
@@ -191,6 +192,7 @@ def search(
     checked = search_and_verify(sp, score, latency_function(latency), latency_ms, cfg, target, measure)
     res = checked.result
     arch = res.arch
+    atomic_write_json(out / "arch.json", {"space": sp.name, "arch": arch})  # kept whatever happens next
     sub = net.extract(arch).eval()
     result = {"space": sp.name, "arch": arch, "target": target, "latency_ms_budget": latency_ms,
               "predicted_latency_ms": res.latency, "val_loss_inherited": -res.score,
@@ -205,7 +207,6 @@ def search(
 
         train_cfg = HATTrainConfig(**{**json.loads(blob["config"]), "steps": retrain_steps,
                                       "eval_every": max(1, retrain_steps // 4)})
-        full = _data(spec)
         sub = train_subtransformer(sp, arch, full, train_cfg, progress=_say)
         result["retrain_steps"] = retrain_steps
         result["val_loss_retrained"] = validation_loss(sub, arch, d.val)
@@ -220,7 +221,6 @@ def search(
     save_subtransformer(sub, out / "subtransformer.pt", d)
     result["onnx"] = str(out / "model.onnx")
     result["onnxruntime_max_abs_diff"] = export_onnx(sub, out / "model.onnx", d)
-    atomic_write_json(out / "arch.json", {"space": sp.name, "arch": arch})
     atomic_write_json(out / "search.json", result)
     measured = f", measured {result['measured_latency_ms']:.3f} ms" if measure_found else ""
     if measure_found and result["measured_latency_ms"] > latency_ms:
