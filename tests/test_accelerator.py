@@ -70,8 +70,13 @@ def test_memory_traffic_and_the_bound() -> None:
     op = conv_op(16, 16, 3, 1, 32)  # weights 2,304 B, input 16 KB, output 16 KB at 1 byte
     fits = op_cost(accel("weight_stationary", buffer_kb=64), op)
     assert fits.dram_bytes == op.weight_elems + op.in_elems + op.out_elems
-    tight = op_cost(accel("weight_stationary", buffer_kb=8), op)  # 34.3 KB over 8 KB: 5 tiles
-    assert tight.dram_bytes == op.weight_elems + op.out_elems + 5 * op.in_elems
+    fixed = op_cost(accel("weight_stationary", buffer_kb=8, mapping="fixed"), op)  # 34.3 KB over 8 KB: 5 tiles
+    assert fixed.dram_bytes == op.weight_elems + op.out_elems + 5 * op.in_elems and fixed.mapping == "fixed"
+    # the searched mapping keeps all weights and a band of output rows on chip and streams the input once, with
+    # the halo rows of each band: 8 bands of 4 output rows read 6 input rows each (1.5x the input)
+    tight = op_cost(accel("weight_stationary", buffer_kb=8), op)
+    assert tight.dram_bytes == op.weight_elems + op.out_elems + 1.5 * op.in_elems
+    assert tight.mapping.endswith("k16 h4 c16")
     slow_dram = op_cost(accel("weight_stationary", dram_gbs=0.001), op)
     assert slow_dram.bound == "memory" and slow_dram.ms == pytest.approx(slow_dram.memory_ms)
     fast = op_cost(accel("weight_stationary", dram_gbs=1000.0), op)
@@ -170,6 +175,13 @@ def test_accelerator_command_prints_the_layers_and_writes_json(tmp_path, rng) ->
     expected = network_cost(load_accelerator("shidiannao"), arch_ops(space, arch, 10))[1]["latency_ms"]
     assert report["totals"]["latency_ms"] == pytest.approx(expected)
     assert sum(layer["ms"] for layer in report["layers"]) == pytest.approx(expected)
+    assert report["accelerator"]["mapping"] == "searched" and "k" in report["layers"][0]["mapping"]
+    result = CliRunner().invoke(app, ["accelerator", str(tmp_path / "a.json"), "--accelerator", "shidiannao",
+                                      "--mapping", "fixed", "--json", str(tmp_path / "f.json")])
+    assert result.exit_code == 0, result.output
+    fixed = json.loads((tmp_path / "f.json").read_text())
+    assert fixed["accelerator"]["mapping"] == "fixed" and {c["mapping"] for c in fixed["layers"]} <= {"fixed", ""}
+    assert fixed["totals"]["dram_bytes"] >= report["totals"]["dram_bytes"]
 
 
 def test_latency_devices_lists_the_accelerator_models() -> None:

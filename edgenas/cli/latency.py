@@ -64,8 +64,38 @@ def profile(
                f"(training MAPE {c.train_mape or 0:.1f}%)")
 
 
+def _is_hat(space_obj) -> bool:  # noqa: ANN001
+    from edgenas.spaces.transformer import HATSpace
+
+    return isinstance(space_obj, HATSpace)
+
+
+def _classes_for(space_obj, data: str | None, classes: int | None, in_channels: int | None) -> tuple[int, int]:  # noqa: ANN001
+    """Classes and input channels of an image space's networks (a HAT space's --data is translation data)."""
+    return (10, 3) if _is_hat(space_obj) else _classes(data, classes, in_channels)
+
+
+def _measure_transformers(space_obj, n: int, measured_out: Path | None, threads: int, data: str | None,  # noqa: ANN001
+                          seed: int) -> Path:
+    """``--measure N`` on a HAT space: SubTransformers' translation latency, fresh process each, into a
+    HAT-format CSV (what ``edgenas hat measure`` writes)."""
+    from edgenas.errors import EdgenasError
+    from edgenas.hardware.transformer_latency import TranslationTiming, collect_dataset
+    from edgenas.translation_data import load_parallel
+
+    target = measured_out or Path(f"measured_{space_obj.name}.csv")
+    if target.suffix != ".csv":
+        raise EdgenasError(f"--measured-out for a HAT space is a CSV in HAT's format, not '{target}'; give a .csv")
+    words = load_parallel(data or "reverse")
+    timing = TranslationTiming(src_vocab=words.src_vocab, tgt_vocab=words.tgt_vocab, threads=threads)
+    typer.echo(f"measuring {n} SubTransformers here (translation latency), writing {target}", err=True)
+    collect_dataset(space_obj, n, str(target), timing, seed, progress=lambda m: typer.echo(m, err=True))
+    return target
+
+
 def _dataset(space_obj, dataset: str | None, column: str | None, skip_invalid: bool, measure: int | None,
-             measured_out: Path | None, backend: str, threads: int, nc: int, ic: int, seed: int):  # noqa: ANN001, ANN202
+             measured_out: Path | None, backend: str, threads: int, nc: int, ic: int, seed: int,
+             data_spec: str | None = None):  # noqa: ANN001, ANN202
     from edgenas.hardware.datasets import read_latency_dataset
     from edgenas.hardware.measure import MeasureSettings
     from edgenas.hardware.workflows import measure_random
@@ -74,6 +104,8 @@ def _dataset(space_obj, dataset: str | None, column: str | None, skip_invalid: b
         from edgenas.errors import EdgenasError
 
         raise EdgenasError("give exactly one of --dataset PATH or --measure N")
+    if measure is not None and _is_hat(space_obj):
+        dataset = str(_measure_transformers(space_obj, int(measure), measured_out, threads, data_spec, seed))
     if dataset:
         data = read_latency_dataset(dataset, space_obj, column, "skip" if skip_invalid else "stop")
         if data.skipped:
@@ -92,12 +124,15 @@ def fit(
     dataset: str = typer.Option(None, help="JSONL (arch + latency_ms) or CSV of measured latencies."),
     column: str = typer.Option(None, help="Latency column of the dataset (e.g. titan_rtx_1, raspi4)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip invalid dataset lines (else stop)."),
-    measure: int = typer.Option(None, help="Instead of --dataset: measure N random architectures here."),
-    measured_out: Path = typer.Option(None, help="JSONL to append measurements to (with --measure)."),
+    measure: int = typer.Option(None, help="Instead of --dataset: measure N random architectures here (HAT "
+                                "spaces: SubTransformers' translation latency)."),
+    measured_out: Path = typer.Option(None, help="JSONL to append measurements to (with --measure; a HAT "
+                                      "space: a CSV in HAT's format)."),
     model: str = typer.Option("gbt", help="linear | gbt | mlp."),
     lut: str = typer.Option(None, help="A latency table whose sums become features."),
     holdout: int = typer.Option(0, help="Hold out the last N rows and report fidelity on them."),
-    data: str = typer.Option(None, help="Data set of the networks (classes / channels)."),
+    data: str = typer.Option(None, help="Data set of the networks (classes / channels; a HAT space: the "
+                             "translation data whose vocabularies they get)."),
     classes: int = typer.Option(None),
     in_channels: int = typer.Option(None),
     backend: str = typer.Option("onnxruntime"),
@@ -109,8 +144,8 @@ def fit(
     from edgenas.spaces import get_space
 
     s = get_space(space)
-    nc, ic = _classes(data, classes, in_channels)
-    rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed)
+    nc, ic = _classes_for(s, data, classes, in_channels)
+    rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed, data)
     report = fit_latency_predictor(s, rows, model, lut, nc, ic, holdout, out)
     typer.echo(json.dumps(report, indent=1))
 
@@ -123,8 +158,10 @@ def evaluate(
     dataset: str = typer.Option(None, help="Held-out measurements: JSONL or CSV."),
     column: str = typer.Option(None, help="Latency column of the dataset."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid"),
-    measure: int = typer.Option(None, help="Instead of --dataset: measure N random architectures here."),
-    measured_out: Path = typer.Option(None, help="JSONL to append measurements to (with --measure)."),
+    measure: int = typer.Option(None, help="Instead of --dataset: measure N random architectures here (HAT "
+                                "spaces: SubTransformers' translation latency)."),
+    measured_out: Path = typer.Option(None, help="JSONL to append measurements to (with --measure; a HAT "
+                                      "space: a CSV in HAT's format)."),
     plot: Path = typer.Option(None, help="Write the predicted-vs-measured / residual-vs-order PNG here."),
     data: str = typer.Option(None),
     classes: int = typer.Option(None),
@@ -140,9 +177,11 @@ def evaluate(
     s = get_space(space)
     if lut and measure:
         check_table_settings(lut, backend, threads)
-    nc, ic = _classes(data, classes, in_channels)
-    predict = latency_model(s, lut, predictor, nc if (data or classes) else None, ic if (data or in_channels) else None)
-    rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed)
+    nc, ic = _classes_for(s, data, classes, in_channels)
+    hat = _is_hat(s)
+    predict = latency_model(s, lut, predictor, nc if (data or classes) and not hat else None,
+                            ic if (data or in_channels) and not hat else None)
+    rows = _dataset(s, dataset, column, skip_invalid, measure, measured_out, backend, threads, nc, ic, seed, data)
     report = evaluate_latency_model(predict, rows, plot, f"{lut or predictor} on {rows.source}")
     typer.echo(json.dumps(report, indent=1))
 
@@ -167,12 +206,12 @@ def devices() -> None:
     console.print(table)
     from edgenas.hardware.accelerator import list_accelerators, load_accelerator
 
-    accel = Table("accelerator", "PEs", "dataflow", "MHz", "KB", "GB/s",
+    accel = Table("accelerator", "PEs", "dataflow", "MHz", "KB", "GB/s", "mapping",
                   title="accelerator models (--target accel:NAME; edgenas accelerator ARCH.json)")
     for name in list_accelerators():
         a = load_accelerator(name)
         accel.add_row(name, f"{a.pe_rows}x{a.pe_cols}", a.dataflow, f"{a.clock_mhz:g}", f"{a.buffer_kb:g}",
-                      f"{a.dram_gbs:g}")
+                      f"{a.dram_gbs:g}", a.mapping)
     console.print(accel)
 
 
@@ -214,6 +253,8 @@ def accelerator(
     arch_file: Path = typer.Argument(..., help="JSON file with an architecture (or an exported model's .json)."),
     accel: str = typer.Option("eyeriss", "--accelerator", help="A preset (eyeriss, nvdla-small, shidiannao) or YAML."),
     space: str = typer.Option("mbv3-tiny", help="Search space of the architecture."),
+    mapping: str = typer.Option(None, help="searched (the best loop order and tiling per layer, NAAS's compiler "
+                                "mapping) | fixed; default: the accelerator's."),
     top: int = typer.Option(10, help="Show this many layers, the slowest first (0: all)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the per-layer table and totals as JSON."),
     data: str = typer.Option(None),
@@ -236,20 +277,22 @@ def accelerator(
     s = get_space(space)
     nc, ic = _classes(data, classes, in_channels)
     acc = load_accelerator(accel)
+    acc = acc.with_(mapping=mapping) if mapping else acc
     ops = arch_ops(s, load_arch_json(arch_file), nc, ic)
     layers, total = network_cost(acc, ops)
     table = Table(title=f"{acc.name}: {acc.pe_rows}x{acc.pe_cols} PEs, {acc.dataflow}, {acc.clock_mhz:g} MHz, "
-                        f"{acc.buffer_kb:g} KB, {acc.dram_gbs:g} GB/s")
-    for col in ("layer", "kind", "MACs", "cycles", "util.", "DRAM kB", "ms", "bound"):
-        table.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right",
+                        f"{acc.buffer_kb:g} KB, {acc.dram_gbs:g} GB/s, {acc.mapping} mapping")
+    for col in ("layer", "kind", "MACs", "cycles", "util.", "DRAM kB", "ms", "bound", "loop order, tiles"):
+        table.add_column(col, justify="left" if col in ("layer", "kind", "bound", "loop order, tiles") else "right",
                          overflow="fold", min_width=20 if col == "layer" else None)
     shown = sorted(layers, key=lambda c: -c.ms)[: top or None]
     for c in shown:
         table.add_row(c.name, c.kind, f"{c.macs:,}", f"{c.cycles:,.0f}", f"{c.utilisation * 100:.0f}%",
-                      f"{c.dram_bytes / 1e3:.1f}", f"{c.ms:.4f}", c.bound)
+                      f"{c.dram_bytes / 1e3:.1f}", f"{c.ms:.4f}", c.bound, c.mapping)
     console = Console()
     console.print(table)
-    others = {n: network_cost(load_accelerator(n), ops)[1] for n in list_accelerators()}
+    others = {n: network_cost(load_accelerator(n).with_(**({"mapping": mapping} if mapping else {})), ops)[1]
+              for n in list_accelerators()}
     console.print(f"total: {total['latency_ms']:.4f} ms, {total['macs'] / 1e6:.2f} M MACs, array utilisation "
                   f"{total['array_utilisation'] * 100:.1f}%, {total['dram_bytes'] / 1e3:.1f} kB from DRAM, "
                   f"{int(total['memory_bound_layers'])}/{len(layers)} layers memory-bound; energy "

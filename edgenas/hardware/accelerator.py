@@ -15,18 +15,21 @@ for Energy-Efficient Dataflow for Convolutional Neural Networks", ISCA 2016):
   output rows beyond the array width are folded into extra passes.
 
 Per convolution or fully connected layer, compute cycles = the MACs spread over the occupied PEs, rounded up
-per unrolled loop (``ceil`` divisions: the mapping's utilisation); DRAM traffic = weights + outputs + inputs,
-the inputs once more for every extra weight tile when weights, inputs and outputs do not fit the global
-buffer together; the layer's time = max(cycles / clock, traffic / DRAM bandwidth) (transfers overlapped
-with compute by double buffering). Pooling and element-wise operators run on the vector unit
+per unrolled loop (``ceil`` divisions: the mapping's utilisation); DRAM traffic = that of the best loop order
+and tiling of the layer around the global buffer (``mapping: searched``, the default: NAAS's compiler
+mapping, searched exhaustively per layer by :mod:`edgenas.hardware.mapping`), or with ``mapping: fixed``
+weights + outputs + inputs, the inputs once more for every extra weight tile when weights, inputs and outputs
+do not fit the buffer together; the layer's time = max(cycles / clock, traffic / DRAM bandwidth)
+(transfers overlapped with compute by double buffering). Pooling and element-wise operators run on the vector unit
 (``vector_lanes`` elements per cycle) with the same DRAM bound. Energy = MACs x e_mac + buffer traffic x
 e_buffer + DRAM traffic x e_dram, per byte, with the relative costs of the Eyeriss paper by default
 (register file 1x, global buffer 6x, DRAM 200x a MAC).
 
 A layer-level model in the spirit of MAESTRO (Kwon et al., MICRO 2019) and of the cost models NAAS (Lin
-et al., DAC 2021) searches over, much simpler than either: no loop-order or tiling search, one buffer
-level, no inter-layer fusion. It ranks networks for an accelerator of given parameters, and lets a search
-(or, later, a co-search) vary those parameters; it is not a cycle-accurate simulator.
+et al., DAC 2021) searches over, much simpler than either: loop order and tiling at one buffer level only
+(the array's unrolling is the dataflow's), no inter-layer fusion. It ranks networks for an accelerator of
+given parameters, and lets a search or a co-search vary those parameters; it is not a cycle-accurate
+simulator.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ import numpy as np
 from edgenas.errors import EdgenasError, unknown_name
 from edgenas.evaluators import Evaluator
 from edgenas.hardware.graph import Op
+from edgenas.hardware.mapping import best_mapping, shape_of
 from edgenas.spaces.base import SearchSpace
 from edgenas.spaces.mbv3 import MBV3Space
 
 DATAFLOWS = ("weight_stationary", "output_stationary", "row_stationary")
+MAPPINGS = ("searched", "fixed")
 ACCELERATOR_DIR = Path(__file__).resolve().parent / "accelerators"
 
 
@@ -63,6 +68,7 @@ class Accelerator:
     dram_gbs: float
     bytes_per_elem: int = 2
     vector_lanes: int = 16
+    mapping: str = "searched"
     energy_pj: Mapping[str, float] = field(default_factory=lambda: {"mac": 1.0, "buffer_byte": 3.0,
                                                                      "dram_byte": 100.0})
     sources: tuple[str, ...] = ()
@@ -72,6 +78,9 @@ class Accelerator:
         if self.dataflow not in DATAFLOWS:
             raise EdgenasError(f"accelerator '{self.name}': unknown dataflow '{self.dataflow}'; "
                                f"valid: {', '.join(DATAFLOWS)}")
+        if self.mapping not in MAPPINGS:
+            raise EdgenasError(f"accelerator '{self.name}': unknown mapping '{self.mapping}'; valid: "
+                               f"{', '.join(MAPPINGS)}")
         for f in ("pe_rows", "pe_cols", "clock_mhz", "buffer_kb", "dram_gbs", "bytes_per_elem", "vector_lanes"):
             v = getattr(self, f)
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
@@ -87,7 +96,7 @@ class Accelerator:
     def key(self) -> tuple[Any, ...]:
         """What the latency depends on (a hashable identity for caches)."""
         return (self.pe_rows, self.pe_cols, self.dataflow, self.clock_mhz, self.buffer_kb, self.dram_gbs,
-                self.bytes_per_elem, self.vector_lanes)
+                self.bytes_per_elem, self.vector_lanes, self.mapping)
 
     def with_(self, **changes: Any) -> Accelerator:
         """A copy with some parameters changed (a co-search's move)."""
@@ -114,6 +123,7 @@ class LayerCost:
     compute_ms: float
     memory_ms: float
     energy_uj: float
+    mapping: str = ""  # the buffer-level loop order and tiles (``mapping: searched``), e.g. "k>c>h k16 h7 c32"
 
     @property
     def ms(self) -> float:
@@ -143,6 +153,23 @@ def array_cycles(acc: Accelerator, geometry: Sequence[int]) -> float:
     return math.ceil(pairs / sets) * math.ceil(oh / cols) * ow * kw
 
 
+def conv_dram_bytes(acc: Accelerator, op: Op) -> tuple[float, str]:
+    """DRAM bytes of a convolution / linear layer: with ``mapping: searched`` those of the best loop order and
+    tiling for the buffer (:mod:`edgenas.hardware.mapping`, NAAS's compiler mapping); with ``fixed`` weights +
+    outputs + the inputs once per buffer-sized weight tile. Also the mapping, in words."""
+    b = acc.bytes_per_elem
+    buffer = acc.buffer_kb * 1024
+    if acc.mapping == "searched" and op.geometry is not None:
+        nest = best_mapping(shape_of(op.geometry, op.in_elems), int(buffer // b))
+        if nest is None:
+            raise EdgenasError(f"accelerator '{acc.name}': its {acc.buffer_kb:g} KB buffer cannot hold even the "
+                               f"smallest tiles of layer '{op.name}'; give it a larger buffer_kb")
+        return nest.dram_elems * b, f"{'>'.join(nest.order)} k{nest.tk} h{nest.th} c{nest.tc}"
+    weights, inputs, outputs = op.weight_elems * b, op.in_elems * b, op.out_elems * b
+    tiles = max(1, math.ceil((weights + inputs + outputs) / buffer))
+    return weights + outputs + inputs * tiles, "fixed"
+
+
 def op_cost(acc: Accelerator, op: Op) -> LayerCost:
     """The cost of one operator of :func:`edgenas.hardware.graph.graph_ops` (or the MBV3 layer index)."""
     b = acc.bytes_per_elem
@@ -154,21 +181,19 @@ def op_cost(acc: Accelerator, op: Op) -> LayerCost:
                                "(channels, kernel, groups, output size) of every convolution")
         cycles = array_cycles(acc, op.geometry)
         util = op.macs / max(cycles * acc.pes, 1)
-        buffer = acc.buffer_kb * 1024
-        tiles = max(1, math.ceil((weights + inputs + outputs) / buffer))
-        dram = weights + outputs + inputs * tiles
+        dram, mapping = conv_dram_bytes(acc, op)
         macs = op.macs
     elif op.kind in ("pool", "eltwise"):
         work = max(op.in_elems, op.out_elems)
         cycles = math.ceil(work / acc.vector_lanes)
         util = work / max(cycles * acc.vector_lanes, 1)
-        dram, macs = weights + inputs + outputs, 0
+        dram, macs, mapping = weights + inputs + outputs, 0, ""
     else:  # fused, view, input: free (folded into their producer, or a view)
         return LayerCost(op.name, op.kind, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     e = acc.energy_pj
     energy = (macs * e["mac"] + (weights + inputs + outputs) * e["buffer_byte"] + dram * e["dram_byte"]) * 1e-6
     return LayerCost(op.name, op.kind, int(macs), float(cycles), float(util), float(dram), cycles / hz * 1e3,
-                     dram / (acc.dram_gbs * 1e9) * 1e3, float(energy))
+                     dram / (acc.dram_gbs * 1e9) * 1e3, float(energy), mapping)
 
 
 def network_cost(acc: Accelerator, ops: Iterable[Op]) -> tuple[list[LayerCost], dict[str, float]]:
