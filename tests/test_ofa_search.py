@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -272,3 +273,28 @@ def test_supernet_estimator_in_a_search(micro, tmp_path):
     assert 0.0 <= acc <= 100.0 and est.name == "accuracy"
     with pytest.raises(EdgenasError, match="was built for space 'micro'"):
         make_estimator(f"supernet:{tmp_path / 'sn'}", EvalContext(get_space("mbv3-tiny"), data_spec="synthetic"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'edgenas[ray]')")
+def test_predictor_pairs_on_ray_workers_equal_one_process(tmp_path):
+    """--workers 2 measures the pairs as two Ray tasks and merges their shards into the one cache; the pairs
+    (and so the predictor) are those of a one-process run."""
+    sn = tmp_path / "sn"
+    common = ("--data", "synthetic", "--max-train", "48", "--max-val", "16")
+    ok = _cli("ofa", "train", "--space", "tests.micro_space:micro_space", *common, "--schedule", "full:1",
+              "--out", str(sn))
+    assert ok.returncode == 0, ok.stderr
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}" / "acc.npz"
+        r = _cli("ofa", "predictor", "--supernet", str(sn), *common, "--pairs", "11", "--holdout", "3", "--recal",
+                 "16", "--workers", str(workers), "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        assert not list(out.parent.glob("*.shard*.jsonl"))  # merged, then removed
+        rows = [json.loads(line) for line in out.with_name("acc_pairs.jsonl").read_text().splitlines()]
+        runs[workers] = {json.dumps(row["arch"], sort_keys=True): row["accuracy"] for row in rows}
+        assert len(out.with_name("acc_holdout.jsonl").read_text().splitlines()) == 3
+    assert len(runs[1]) == 11 and runs[2] == pytest.approx(runs[1])
+    gpu = _cli("ofa", "predictor", "--supernet", str(sn), *common, "--workers", "2", "--device", "cuda",
+               "--out", str(tmp_path / "g.npz"))
+    assert gpu.returncode == 2 and "CPU Ray workers" in gpu.stderr

@@ -95,17 +95,34 @@ def train(
 def _load(supernet: str, data: str, max_train: int | None, max_val: int | None,  # noqa: ANN202
           device: str = "cpu"):
     """The supernet and the data, both on ``device``."""
-    from edgenas.estimators.train import torch_device
-    from edgenas.supernets.shrinking import load_supernet
+    from edgenas.supernets.pairs_on_ray import load_supernet_and_data
 
-    dev = torch_device(device)
-    net, blob = load_supernet(supernet)
-    d = _data(data, max_train, max_val)
-    if (d.num_classes, d.in_channels) != (net.num_classes, net.in_channels):
-        raise EdgenasError(f"supernet '{blob['path']}' was trained for {net.num_classes} classes and "
-                           f"{net.in_channels} input channels; the data '{data}' has {d.num_classes} and "
-                           f"{d.in_channels}")
-    return net.to(dev), d.to(dev)
+    return load_supernet_and_data(supernet, data, max_train, max_val, device)
+
+
+def _check_workers(workers: int, device: str) -> None:
+    if workers < 1:
+        raise EdgenasError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and device != "cpu":
+        raise EdgenasError(f"--workers {workers} measures accuracy pairs on CPU Ray workers; use --device cpu, "
+                           "or --workers 1 to measure them on the GPU")
+
+
+def _pairs_on_ray(workers: int, device: str, ray_address: str | None, supernet: str, data: str, n: int,
+                  cache: Path, seed: int, recal: int, val: int | None, max_train: int | None, max_val: int | None,
+                  keep_hits: bool = False) -> None:
+    """With ``--workers N`` > 1: measure the pairs into ``cache`` on Ray first (the serial call then reads them)."""
+    _check_workers(workers, device)
+    if workers == 1:
+        return
+    from edgenas.supernets.pairs_on_ray import measure_pairs_on_ray
+
+    measure_pairs_on_ray(supernet, data, n, cache, workers, seed, recal, val, max_train, max_val, keep_hits,
+                         ray_address, _say)
+
+
+WORKERS_HELP = "Measure the accuracy pairs on N Ray workers (CPU; 1: in this process)."
+RAY_HELP = "Join this Ray cluster (its nodes must share --out) instead of starting one here ($RAY_ADDRESS)."
 
 
 @ofa_app.command("predictor")
@@ -121,6 +138,8 @@ def predictor(
     max_train: int = typer.Option(None, help="Use only the first N training images."),
     max_val: int = typer.Option(None, help="Use only the first N validation images."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
+    workers: int = typer.Option(1, help=WORKERS_HELP),
+    ray_address: str = typer.Option(None, "--ray-address", help=RAY_HELP),
 ) -> None:
     """Measure (subnet, accuracy) pairs on the supernet and fit the accuracy predictor (resumable)."""
     import numpy as np
@@ -130,14 +149,18 @@ def predictor(
     from edgenas.estimators.measurement_noise import split_half_noise
     from edgenas.supernets.specialize import cached_hits, measure_pairs
 
+    _check_workers(workers, device)
     net, d = _load(supernet, data, max_train, max_val, device)
     cache = out.with_name(out.stem + "_pairs.jsonl")
+    _pairs_on_ray(workers, device, ray_address, supernet, data, pairs, cache, seed, recal, val, max_train, max_val)
     archs, accs = measure_pairs(net, d, pairs, seed, recal, val, cache, _say)
     pred = AccuracyPredictor(net.space, random_state=seed).fit(archs, accs)
     pred.save(out)
     msg = f"accuracy predictor -> {out} ({len(accs)} pairs, cached in {cache})"
     if holdout:
         held_cache = out.with_name(out.stem + "_holdout.jsonl")
+        _pairs_on_ray(workers, device, ray_address, supernet, data, holdout, held_cache, seed + 1, recal, val,
+                      max_train, max_val, keep_hits=True)
         t_archs, t_accs = measure_pairs(net, d, holdout, seed + 1, recal, val, held_cache, _say, keep_hits=True)
         p, t = pred.predict(t_archs), np.asarray(t_accs)
         msg += (f"; on {holdout} held-out subnets: Spearman {spearmanr(p, t)[0]:.3f}, "
@@ -172,6 +195,8 @@ def specialize_command(
     bench_data: str = typer.Option(None, help="Reference data folder for named devices' tables ($EDGENAS_DATA)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP + " Accuracy pairs and evaluation run there; "
                                                          "latency is always that of the targets."),
+    workers: int = typer.Option(1, help=WORKERS_HELP + " Only when no --predictor is given."),
+    ray_address: str = typer.Option(None, "--ray-address", help=RAY_HELP),
 ) -> None:
     """Find, extract, recalibrate, evaluate and export one subnet per target; print the cross table."""
     from edgenas.estimators.accuracy_predictor import AccuracyPredictor
@@ -186,8 +211,12 @@ def specialize_command(
         raise EdgenasError(f"--latency-ms takes comma-separated numbers, got '{latency_ms}'") from None
     if len(budgets) == 1 and len(specs) > 1:
         budgets = budgets * len(specs)
+    _check_workers(workers, device)
     net, d = _load(supernet, data, max_train, max_val, device)
     pred = AccuracyPredictor.load(predictor_path, net.space) if predictor_path else None
+    if pred is None:  # the pairs specialize() fits its predictor on, measured side by side first
+        _pairs_on_ray(workers, device, ray_address, supernet, data, pairs, out / "accuracy_pairs.jsonl", seed, recal,
+                      None, max_train, max_val)
     res = specialize(net, d, data, specs, budgets, out, pred, pairs=pairs, recal=recal, generations=generations,
                      population=population, seed=seed, progress=_say)
     typer.echo(res.markdown)
