@@ -195,6 +195,38 @@ def test_subtransformer_latency_is_measured_in_a_fresh_process_and_collections_r
         tl.collect_dataset(space, 5, path, seed=7)
 
 
+def test_latency_fit_and_eval_measure_subtransformers(tmp_path, monkeypatch):
+    """`edgenas latency fit|eval --measure N` on a HAT space measures SubTransformers (HAT-format CSV), as
+    `edgenas hat measure` does, then fits / evaluates on them."""
+    from typer.testing import CliRunner
+
+    import edgenas.hardware.transformer_latency as tl
+    from edgenas.cli import app
+
+    timed = []
+
+    def fake(space, arch, timing=None):  # latency in proportion to MACs, to be quick
+        timed.append(timing)
+        return {"latency_mean_encoder": 0.5, "latency_mean_decoder": space.macs(arch) / 1e5,
+                "latency_std_encoder": 0.0, "latency_std_decoder": 0.0}
+
+    monkeypatch.setattr(tl, "measure_translation", fake)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["latency", "fit", "--space", "hat-tiny", "--measure", "12", "--measured-out",
+                                 "m.csv", "--model", "linear", "--out", "p.npz"])
+    assert r.exit_code == 0, r.output
+    assert len(timed) == 12 and timed[0].src_vocab == 28  # the vocabulary of the built-in 'reverse' data
+    assert len((tmp_path / "m.csv").read_text().strip().splitlines()) == 13
+    r = CliRunner().invoke(app, ["latency", "eval", "--space", "hat-tiny", "--predictor", "p.npz", "--measure", "5",
+                                 "--measured-out", "e.csv"])
+    assert r.exit_code == 0, r.output
+    fidelity = json.loads(r.output[r.output.index("{"):])
+    assert fidelity["n"] == 5 and fidelity["spearman"] > 0.99 and fidelity["mape_pct"] < 10
+    r = CliRunner().invoke(app, ["latency", "fit", "--space", "hat-tiny", "--measure", "3", "--measured-out",
+                                 "m.jsonl", "--out", "q.npz"])
+    assert isinstance(r.exception, EdgenasError) and "a CSV in HAT's format" in str(r.exception)  # exit 2 via main
+
+
 def test_cli_train_measure_fit_search_export(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "edgenas", *args], capture_output=True, text=True, cwd=tmp_path)
