@@ -1,6 +1,6 @@
 """OFA's accuracy pairs in one process and on N Ray workers, side by side.
 
-    python bench/ofa_pairs_scale_out.py [--workers 2] [--pairs 60]
+    python bench/ofa_pairs_scale_out.py [--workers 2] [--pairs 400]      # ~4 minutes
 
 Trains a small ``mbv3-tiny`` supernet on the built-in digits once (``--work``), then measures the same
 ``--pairs`` seeded (subnet, accuracy) pairs with ``edgenas ofa predictor --workers 1`` and ``--workers N``,
@@ -37,7 +37,7 @@ def edgenas(*args: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--pairs", type=int, default=60)
+    ap.add_argument("--pairs", type=int, default=400)
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_ofa_pairs"))
     args = ap.parse_args()
     supernet = Path(args.work) / "supernet"
