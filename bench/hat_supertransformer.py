@@ -4,7 +4,8 @@ and latency-constrained search against uniformly scaled Transformers.
 Wang et al. (HAT, ACL 2020) train one SuperTransformer by sampling SubTransformers, fit a latency predictor on
 measured SubTransformers, and search with the SuperTransformer's weights as the judge; they report that
 inherited and from-scratch quality rank SubTransformers alike and that searched SubTransformers beat the
-uniformly scaled Transformer at the same latency. On the built-in ``reverse`` task with ``hat-tiny``:
+uniformly scaled Transformer at the same latency. On a built-in task (``--data reverse``, the default, or the
+harder ``bigram``) with ``hat-tiny``:
 
 1. ``train``: the SuperTransformer, ``--steps`` steps (uniform sampling, one SubTransformer per step);
 2. ``latency``: ``--measure N`` SubTransformers timed on this CPU (one sentence of 12 tokens in, 12 out; each
@@ -22,8 +23,9 @@ uniformly scaled Transformer at the same latency. On the built-in ``reverse`` ta
 
     python bench/hat_supertransformer.py            # ~20 minutes, one thread; --work keeps the stages' files
     python bench/hat_supertransformer.py --remeasure   # measure the found SubTransformers again (quiet machine)
+    python bench/hat_supertransformer.py --data bigram  # the harder task (work folder runs/bench_hat_bigram)
 
-Writes ``bench/results/hat_supertransformer.json``.
+Writes ``bench/results/hat_supertransformer.json`` (``hat_supertransformer_bigram.json`` for ``bigram``).
 """
 
 from __future__ import annotations
@@ -85,15 +87,19 @@ def measured_ms(space, arch: dict, timing: TranslationTiming) -> float:  # noqa:
     return float(np.median([r["latency_mean_encoder"] + r["latency_mean_decoder"] for r in runs]))
 
 
-def remeasure() -> None:
+def result_name(data: str) -> str:
+    return "hat_supertransformer" if data == "reverse" else f"hat_supertransformer_{data}"
+
+
+def remeasure(data_name: str) -> None:
     """Measure the stored search results' SubTransformers again (3 fresh processes each, median), kept under
     ``remeasured`` beside the original figures."""
     import json
 
     from bench._common import RESULTS
 
-    stored = json.loads((RESULTS / "hat_supertransformer.json").read_text())
-    space, data = get_space("hat-tiny"), load_parallel("reverse")
+    stored = json.loads((RESULTS / f"{result_name(data_name)}.json").read_text())
+    space, data = get_space("hat-tiny"), load_parallel(data_name)
     timing = TranslationTiming(src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
     rows = []
     for entry in stored["search"]:
@@ -111,12 +117,14 @@ def remeasure() -> None:
     meta = ("benchmark", "command", "date", "machine")
     figures = {k: v for k, v in stored.items() if k not in meta and k != "original_run"}
     figures["original_run"] = stored.get("original_run") or {k: stored[k] for k in meta if k in stored}
-    save("hat_supertransformer", figures)
+    save(result_name(data_name), figures)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_hat"), help="Folder for the stages' files.")
+    ap.add_argument("--data", default="reverse", choices=("reverse", "bigram"), help="The built-in task.")
+    ap.add_argument("--work", default=None, help="Folder for the stages' files (default runs/bench_hat, "
+                    "runs/bench_hat_bigram for bigram).")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--measure", type=int, default=100)
     ap.add_argument("--subnets", type=int, default=8)
@@ -127,12 +135,12 @@ def main() -> None:
                     help="Only measure the stored result's SubTransformers again: median of 3 fresh processes each.")
     args = ap.parse_args()
     if args.remeasure:
-        return remeasure()
+        return remeasure(args.data)
     torch.set_num_threads(1)
-    work = Path(args.work)
+    work = Path(args.work or ROOT / "runs" / ("bench_hat" if args.data == "reverse" else f"bench_hat_{args.data}"))
     work.mkdir(parents=True, exist_ok=True)
-    space, data = get_space("hat-tiny"), load_parallel("reverse")
-    figures: dict = {"space": space.name, "data": "reverse", "settings": vars(args)}
+    space, data = get_space("hat-tiny"), load_parallel(args.data)
+    figures: dict = {"space": space.name, "data": args.data, "settings": vars(args)}
 
     # 1. SuperTransformer
     t0 = time.perf_counter()
@@ -141,7 +149,7 @@ def main() -> None:
         print("SuperTransformer: reusing", work / "st")
     else:
         resume = (work / "st" / "last.pt").exists()
-        train_supertransformer(space, data, work / "st", cfg, resume=resume, progress=print, data_spec="reverse")
+        train_supertransformer(space, data, work / "st", cfg, resume=resume, progress=print, data_spec=args.data)
     net, _ = load_supertransformer(work / "st")
     figures["supertransformer"] = {"steps": args.steps, "seconds": time.perf_counter() - t0}
 
@@ -224,7 +232,7 @@ def main() -> None:
               + (f" | homogeneous {b['measured_ms']:.2f} ms loss {b['scratch_val_loss']:.3f} BLEU "
                  f"{b['scratch_test_bleu']:.1f}" if b else " | no homogeneous SubTransformer fits"))
     figures["search"] = searches
-    path = save("hat_supertransformer", figures)
+    path = save(result_name(args.data), figures)
     print("\n| budget | HAT measured ms | HAT loss / BLEU (scratch) | homogeneous ms | homogeneous loss / BLEU |")
     for e in searches:
         h, b = e["hat"], e["homogeneous"]

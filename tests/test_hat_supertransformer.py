@@ -22,7 +22,7 @@ from edgenas.supernets.hat import (
     validation_loss,
 )
 from edgenas.supernets.hat_search import BudgetUnreachable, HATSearchConfig, evolutionary_search
-from edgenas.translation_data import corpus_bleu, read_tsv, reverse_task
+from edgenas.translation_data import bigram_task, corpus_bleu, load_parallel, read_tsv, reverse_task
 from tests.conftest import REPO
 
 
@@ -88,6 +88,22 @@ def test_corpus_bleu_by_hand():
     expected = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
     assert corpus_bleu([hyp], [ref]) == pytest.approx(expected)
     assert corpus_bleu([ref[:4]], [ref]) == pytest.approx(100 * np.exp(1 - 6 / 4))  # brevity penalty
+
+
+def test_the_bigram_task_translates_adjacent_pairs_backwards_by_one_table():
+    d = bigram_task(n=300, words=6, seed=2)
+    table: dict[tuple[int, int], int] = {}
+    for split in (d.train, d.val, d.test):
+        for src, tgt in zip(split.src.tolist(), split.tgt.tolist(), strict=True):
+            s = [w for w in src if w]
+            t = tgt[1:tgt.index(2)]  # between begin and end
+            assert len(t) == len(s) - 1 and 4 <= len(s) <= 13
+            for (a, b), out in zip(reversed(list(zip(s[:-1], s[1:], strict=True))), t, strict=True):
+                assert table.setdefault((a, b), out) == out  # one fixed target word per source pair
+    assert len(table) == 36 and len(set(table.values())) > 1
+    assert load_parallel("bigram").name == "bigram"
+    with pytest.raises(EdgenasError, match="use reverse or bigram"):
+        load_parallel("copy")
 
 
 def test_tsv_parallel_data_and_its_errors(tmp_path):

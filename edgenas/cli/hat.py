@@ -13,7 +13,8 @@ from edgenas.errors import EdgenasError
 hat_app = typer.Typer(help="HAT: train a SuperTransformer, measure SubTransformers, search one for a device.",
                       no_args_is_help=True)
 
-DATA_HELP = "reverse (built-in synthetic translation task) | tsv:PATH (source<TAB>target lines, tokenized)"
+DATA_HELP = ("reverse | bigram (built-in synthetic translation tasks; bigram is the harder) | tsv:PATH "
+             "(source<TAB>target lines, tokenized)")
 
 
 def _say(msg: str) -> None:
