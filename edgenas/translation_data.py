@@ -4,10 +4,13 @@
   its translation is the sentence backwards, every word replaced by its own target-language word. Every
   output word depends on a source word at another position, so a network has to learn attention to solve it.
   Easy: every SubTransformer of ``hat-tiny`` learns it almost perfectly.
-* ``bigram`` (built in, harder): the same source sentences (4-13 words); the translation, backwards again,
-  has one word per pair of adjacent source words, looked up in a fixed random table of 24 x 24 word pairs
-  onto 24 target words. A network has to attend to two positions at once and memorise a 576-entry table,
-  so capacity shows: larger SubTransformers learn it better within the same steps.
+* ``bigram`` (built in, harder): source sentences of 4-13 words of a 12-word vocabulary; the translation,
+  backwards again, has one word per pair of adjacent source words, looked up in a fixed random table of the
+  12 x 12 word pairs onto 12 target words. A network has to attend to two positions at once and memorise a
+  144-entry table, so capacity shows: after 3,000 SuperTransformer steps the largest ``hat-tiny``
+  SubTransformer reaches validation loss 0.09 / test BLEU 98.0 with shared weights, the smallest 0.34 /
+  93.9 (on ``reverse`` both are near 99-100). With 24 words (a 576-entry table) 3,000 steps barely start
+  learning it (BLEU 1-4).
 * ``tsv:PATH``: a UTF-8 text file of ``source<TAB>target`` lines, words separated by spaces (tokenize or
   BPE-encode beforehand); split 80/10/10 with a seed, vocabularies from the training part.
 
@@ -119,7 +122,7 @@ def reverse_task(n: int = 10_000, words: int = 24, min_len: int = 3, max_len: in
     return ParallelData("reverse", src_words, tgt_words, *_splits(src, tgt, n // 10, n // 10))
 
 
-def bigram_task(n: int = 10_000, words: int = 24, min_len: int = 4, max_len: int = 13,
+def bigram_task(n: int = 10_000, words: int = 12, min_len: int = 4, max_len: int = 13,
                 seed: int = 0) -> ParallelData:
     """The built-in ``bigram`` task (module docstring); 80/10/10 split."""
     rng = np.random.default_rng(seed)
