@@ -22,7 +22,9 @@ The loop nest (outermost first, any order of ``k``, ``h``, ``c``):
   per pass over the input-channel tiles and read back for every pass but the first.
 
 A depthwise or grouped layer's input tiles are indexed by ``k`` too (each output channel reads its own input
-channels). The model counts elements; the accelerator model multiplies by the word size.
+channels); for a grouped layer whose ``k`` tiles split a group this counts the group's inputs once per tile
+(an over-estimate; depthwise layers, the only grouped ones in the MBV3 spaces, are exact). The model counts
+elements; the accelerator model multiplies by the word size.
 """
 
 from __future__ import annotations
