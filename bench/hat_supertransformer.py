@@ -24,6 +24,7 @@ harder ``bigram``) with ``hat-tiny``:
     python bench/hat_supertransformer.py            # ~20 minutes, one thread; --work keeps the stages' files
     python bench/hat_supertransformer.py --remeasure   # measure the found SubTransformers again (quiet machine)
     python bench/hat_supertransformer.py --data bigram  # the harder task (work folder runs/bench_hat_bigram)
+    python bench/hat_supertransformer.py --data bigram --retrain-again 3000  # the found ones, trained longer
 
 Writes ``bench/results/hat_supertransformer.json`` (``hat_supertransformer_bigram.json`` for ``bigram``).
 """
@@ -120,6 +121,35 @@ def remeasure(data_name: str) -> None:
     save(result_name(data_name), figures)
 
 
+def retrain_again(data_name: str, steps: int, seed: int) -> None:
+    """Retrain the stored search results' SubTransformers (HAT's and the homogeneous ones) from scratch for
+    ``steps`` steps, kept under ``retrained`` beside the original figures."""
+    import json
+
+    from bench._common import RESULTS
+
+    stored = json.loads((RESULTS / f"{result_name(data_name)}.json").read_text())
+    space, data = get_space("hat-tiny"), load_parallel(data_name)
+    rows = []
+    for entry in stored["search"]:
+        for name in ("hat", "homogeneous"):
+            if entry.get(name):
+                arch = entry[name]["arch_dict"]
+                t = time.perf_counter()
+                sub = train_subtransformer(space, arch, data, HATTrainConfig(steps=steps, seed=seed))
+                row = {"percentile": entry["percentile"], "which": name, "steps": steps,
+                       "val_loss": validation_loss(sub, arch, data.val), "test_bleu": bleu(sub, arch, data.test),
+                       "seconds": time.perf_counter() - t}
+                rows.append(row)
+                print(f"p{row['percentile']} {name}: {steps} steps from scratch, loss {row['val_loss']:.3f}, "
+                      f"BLEU {row['test_bleu']:.1f} ({row['seconds']:.0f} s)", flush=True)
+    stored.setdefault("retrained", {})[str(steps)] = {"command": " ".join(["python", *sys.argv]), "rows": rows}
+    meta = ("benchmark", "command", "date", "machine")
+    figures = {k: v for k, v in stored.items() if k not in meta and k != "original_run"}
+    figures["original_run"] = stored.get("original_run") or {k: stored[k] for k in meta if k in stored}
+    save(result_name(data_name), figures)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="reverse", choices=("reverse", "bigram"), help="The built-in task.")
@@ -131,11 +161,15 @@ def main() -> None:
     ap.add_argument("--retrain-steps", type=int, default=800)
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--retrain-again", type=int, default=0, metavar="STEPS",
+                    help="Retrain the stored search results' SubTransformers for STEPS steps from scratch.")
     ap.add_argument("--remeasure", action="store_true",
                     help="Only measure the stored result's SubTransformers again: median of 3 fresh processes each.")
     args = ap.parse_args()
     if args.remeasure:
         return remeasure(args.data)
+    if args.retrain_again:
+        return retrain_again(args.data, args.retrain_again, args.seed)
     torch.set_num_threads(1)
     work = Path(args.work or ROOT / "runs" / ("bench_hat" if args.data == "reverse" else f"bench_hat_{args.data}"))
     work.mkdir(parents=True, exist_ok=True)
