@@ -92,62 +92,63 @@ def result_name(data: str) -> str:
     return "hat_supertransformer" if data == "reverse" else f"hat_supertransformer_{data}"
 
 
-def remeasure(data_name: str) -> None:
-    """Measure the stored search results' SubTransformers again (3 fresh processes each, median), kept under
-    ``remeasured`` beside the original figures."""
+def found_subtransformers(stored: dict) -> list[tuple[dict, str, dict]]:
+    """(search entry, 'hat' | 'homogeneous', arch) of every SubTransformer a stored run's search found."""
+    return [(entry, name, entry[name]["arch_dict"]) for entry in stored["search"]
+            for name in ("hat", "homogeneous") if entry.get(name)]
+
+
+def load_stored(data_name: str) -> dict:
     import json
 
     from bench._common import RESULTS
 
-    stored = json.loads((RESULTS / f"{result_name(data_name)}.json").read_text())
-    space, data = get_space("hat-tiny"), load_parallel(data_name)
-    timing = TranslationTiming(src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
-    rows = []
-    for entry in stored["search"]:
-        for name in ("hat", "homogeneous"):
-            if entry.get(name):
-                arch = entry[name]["arch_dict"]
-                ms = measured_ms(space, arch, timing)
-                rows.append({"percentile": entry["percentile"], "which": name, "budget_ms": entry["budget_ms"],
-                             "predicted_ms": entry[name]["predicted_ms"], "measured_ms": ms})
-                print(f"p{entry['percentile']} {name}: budget {entry['budget_ms']:.2f} ms, predicted "
-                      f"{entry[name]['predicted_ms']:.2f}, measured {ms:.2f} ms")
-    import sys as _sys
+    return json.loads((RESULTS / f"{result_name(data_name)}.json").read_text())
 
-    stored["remeasured"] = {"command": " ".join(["python", *_sys.argv]), "rows": rows}
+
+def save_beside(data_name: str, stored: dict) -> None:
+    """Save ``stored`` with an addition: this run's machine and command on top, the original run's kept
+    under ``original_run``."""
     meta = ("benchmark", "command", "date", "machine")
     figures = {k: v for k, v in stored.items() if k not in meta and k != "original_run"}
     figures["original_run"] = stored.get("original_run") or {k: stored[k] for k in meta if k in stored}
     save(result_name(data_name), figures)
+
+
+def remeasure(data_name: str) -> None:
+    """Measure the stored search results' SubTransformers again (3 fresh processes each, median), kept under
+    ``remeasured`` beside the original figures."""
+    stored = load_stored(data_name)
+    space, data = get_space("hat-tiny"), load_parallel(data_name)
+    timing = TranslationTiming(src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
+    rows = []
+    for entry, name, arch in found_subtransformers(stored):
+        ms = measured_ms(space, arch, timing)
+        rows.append({"percentile": entry["percentile"], "which": name, "budget_ms": entry["budget_ms"],
+                     "predicted_ms": entry[name]["predicted_ms"], "measured_ms": ms})
+        print(f"p{entry['percentile']} {name}: budget {entry['budget_ms']:.2f} ms, predicted "
+              f"{entry[name]['predicted_ms']:.2f}, measured {ms:.2f} ms")
+    stored["remeasured"] = {"command": " ".join(["python", *sys.argv]), "rows": rows}
+    save_beside(data_name, stored)
 
 
 def retrain_again(data_name: str, steps: int, seed: int) -> None:
     """Retrain the stored search results' SubTransformers (HAT's and the homogeneous ones) from scratch for
     ``steps`` steps, kept under ``retrained`` beside the original figures."""
-    import json
-
-    from bench._common import RESULTS
-
-    stored = json.loads((RESULTS / f"{result_name(data_name)}.json").read_text())
+    stored = load_stored(data_name)
     space, data = get_space("hat-tiny"), load_parallel(data_name)
     rows = []
-    for entry in stored["search"]:
-        for name in ("hat", "homogeneous"):
-            if entry.get(name):
-                arch = entry[name]["arch_dict"]
-                t = time.perf_counter()
-                sub = train_subtransformer(space, arch, data, HATTrainConfig(steps=steps, seed=seed))
-                row = {"percentile": entry["percentile"], "which": name, "steps": steps,
-                       "val_loss": validation_loss(sub, arch, data.val), "test_bleu": bleu(sub, arch, data.test),
-                       "seconds": time.perf_counter() - t}
-                rows.append(row)
-                print(f"p{row['percentile']} {name}: {steps} steps from scratch, loss {row['val_loss']:.3f}, "
-                      f"BLEU {row['test_bleu']:.1f} ({row['seconds']:.0f} s)", flush=True)
+    for entry, name, arch in found_subtransformers(stored):
+        t = time.perf_counter()
+        sub = train_subtransformer(space, arch, data, HATTrainConfig(steps=steps, seed=seed))
+        row = {"percentile": entry["percentile"], "which": name, "steps": steps,
+               "val_loss": validation_loss(sub, arch, data.val), "test_bleu": bleu(sub, arch, data.test),
+               "seconds": time.perf_counter() - t}
+        rows.append(row)
+        print(f"p{row['percentile']} {name}: {steps} steps from scratch, loss {row['val_loss']:.3f}, "
+              f"BLEU {row['test_bleu']:.1f} ({row['seconds']:.0f} s)", flush=True)
     stored.setdefault("retrained", {})[str(steps)] = {"command": " ".join(["python", *sys.argv]), "rows": rows}
-    meta = ("benchmark", "command", "date", "machine")
-    figures = {k: v for k, v in stored.items() if k not in meta and k != "original_run"}
-    figures["original_run"] = stored.get("original_run") or {k: stored[k] for k in meta if k in stored}
-    save(result_name(data_name), figures)
+    save_beside(data_name, stored)
 
 
 def main() -> None:

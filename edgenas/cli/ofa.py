@@ -111,8 +111,8 @@ def _check_workers(workers: int, device: str) -> None:
 def _pairs_on_ray(workers: int, device: str, ray_address: str | None, supernet: str, data: str, n: int,
                   cache: Path, seed: int, recal: int, val: int | None, max_train: int | None, max_val: int | None,
                   keep_hits: bool = False) -> None:
-    """With ``--workers N`` > 1: measure the pairs into ``cache`` on Ray first (the serial call then reads them)."""
-    _check_workers(workers, device)
+    """With ``--workers N`` > 1 (checked by :func:`_check_workers`): measure the pairs into ``cache`` on Ray
+    first (the serial call then reads them)."""
     if workers == 1:
         return
     from edgenas.supernets.pairs_on_ray import measure_pairs_on_ray

@@ -67,26 +67,17 @@ def _lines(path: Path) -> int:
 def merge_shards(cache: Path, shards: int) -> int:
     """Append the shard caches' pairs that ``cache`` lacks to it, then delete the shard files; the number of
     pairs appended."""
-    have = set()
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            try:
-                have.add(json.dumps(json.loads(line)["arch"], sort_keys=True))
-            except (ValueError, KeyError, TypeError):
-                continue
+    from edgenas.supernets.specialize import _cache_rows  # the readable rows, a torn last line skipped
+
+    def key(row: dict[str, Any]) -> str:
+        return json.dumps(row["arch"], sort_keys=True)
+
+    have = {key(row) for row in _cache_rows(cache)}
     added = []
     for i in range(shards):
-        path = shard_cache(cache, i)
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-                key = json.dumps(row["arch"], sort_keys=True)
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line of an interrupted shard
-            if key not in have:
-                have.add(key)
+        for row in _cache_rows(shard_cache(cache, i)):
+            if key(row) not in have:
+                have.add(key(row))
                 added.append(json.dumps(row))
     if added:
         cache.parent.mkdir(parents=True, exist_ok=True)
