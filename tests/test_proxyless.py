@@ -306,6 +306,36 @@ def test_interrupted_search_resumes_and_ends_where_an_uninterrupted_one_does(tmp
 
 
 @needs_lut
+def test_a_weight_only_run_starts_other_searches_with_its_weights(tmp_path):
+    """One warm-up shared by several targets: --warmup-epochs = --epochs trains the weights alone, and
+    --init-weights starts a search from them (weights only: alpha, optimisers and schedule start afresh)."""
+    warm = GradientSearch(_config(tmp_path / "warm", epochs=1, warmup_epochs=1, plots=True))
+    warm.start()
+    warm.run()
+    assert warm.history["alpha"] == [] and (tmp_path / "warm/run/arch.json").exists()
+    fresh = GradientSearch(_config(tmp_path / "fresh"))
+    assert all(torch.equal(a, b) for a, b in zip(warm.net.arch_parameters(), fresh.net.arch_parameters(),
+                                                   strict=True))  # no architecture step was taken
+
+    started = GradientSearch(_config(tmp_path / "s", init_weights=str(tmp_path / "warm/run")))
+    started.start()
+    arch_ids = {id(p) for p in started.net.arch_parameters()}
+    trained = dict(warm.net.named_parameters())
+    weights = [(n, p) for n, p in started.net.named_parameters() if id(p) not in arch_ids]
+    assert weights and all(torch.equal(p, trained[n]) for n, p in weights)
+    differs = [n for n, p in weights if not torch.equal(p, dict(fresh.net.named_parameters())[n])]
+    assert differs  # the warm-up changed them, and the search starts from the change
+    started.run()
+    assert json.loads((tmp_path / "s/run/search.json").read_text())["init_weights"] == str(tmp_path / "warm/run")
+
+    with pytest.raises(EdgenasError, match="holds no checkpoint.pt"):
+        GradientSearch(_config(tmp_path / "x", init_weights=str(tmp_path / "nowhere"))).start()
+    with pytest.raises(EdgenasError, match="was searched with candidates"):
+        GradientSearch(_config(tmp_path / "y", init_weights=str(tmp_path / "warm/run"),
+                               candidates=[[3, 3], [5, 3]])).start()
+
+
+@needs_lut
 def test_at_most_constraint_never_rewards_latency(tmp_path):
     """Below a slack target the equality multiplier turns negative (slower paths rewarded); the at-most
     one is projected to zero, so only the cross-entropy moves alpha."""

@@ -112,6 +112,9 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         threads: int = typer.Option(None, help="Torch threads for training and latency measurement."),
         cache_dir: str = typer.Option(None, "--cache-dir", help="Where --target cpu caches its table (OUT/cache)."),
         retrain_epochs: int = typer.Option(None, "--retrain-epochs", help="Epochs 'edgenas export' trains."),
+        init_weights: str = typer.Option(None, "--init-weights",
+                                         help="An earlier search's --out folder whose network weights start this "
+                                              "one (share one warm-up: run it with --warmup-epochs = --epochs)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted search in --out."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
@@ -121,7 +124,7 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
              batch_size=batch_size, lr=lr, arch_lr=arch_lr, max_train=max_train, resolution=resolution,
              width=width, candidates=_candidates(candidates), sharing=weight_sharing, derive=derive, window=window,
              arch_every=arch_every, seed=seed, threads=threads,
-             cache_dir=cache_dir, retrain_epochs=retrain_epochs)
+             cache_dir=cache_dir, retrain_epochs=retrain_epochs, init_weights=init_weights)
 
     search.__doc__ = ("Search with binarized paths and a latency loss; writes OUT/arch.json (resumable)."
                       if method == "proxyless" else

@@ -108,6 +108,7 @@ class GradientSearchConfig:
     plots: bool = True
     nb201_channels: int = 8
     nb201_cells: int = 1
+    init_weights: str | None = None  # an earlier search's folder: its network weights start this one
 
     def __post_init__(self) -> None:
         for key, value in METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["darts"]).items():
@@ -127,9 +128,9 @@ class GradientSearchConfig:
 
         if self.sharing not in SHARING:
             raise unknown_name("--weight-sharing", self.sharing, SHARING)
-        if self.epochs <= 0 or not 0 <= self.warmup_epochs < self.epochs:
-            raise EdgenasError(f"--epochs must be positive and above --warmup-epochs ({self.epochs}, "
-                               f"{self.warmup_epochs})")
+        if self.epochs <= 0 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise EdgenasError(f"--epochs must be positive and at least --warmup-epochs ({self.epochs}, "
+                               f"{self.warmup_epochs}); equal means a weight-only run (a warm-up to share)")
         if not 0 < self.arch_fraction < 1:
             raise EdgenasError(f"--arch-fraction must be in (0, 1), got {self.arch_fraction}")
         if self.arch_every < 1 or not 0 <= self.window < 1:
@@ -295,6 +296,8 @@ class GradientSearch:
                 raise EdgenasError(f"--resume with a different {k} ({mine[k]!r}) than the stored search "
                                    f"({stored.get(k)!r}); resume with the same settings")
             self._load_checkpoint()
+        elif self.config.init_weights:
+            self._load_init_weights(Path(self.config.init_weights))
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(cfg_path, self.config.to_json())
 
@@ -320,6 +323,40 @@ class GradientSearch:
         self.coef, self.epoch, self.seconds = float(state["coef"]), int(state["epoch"]), float(state["seconds"])
         self.history = json.loads(state["history"])
         self.log(f"resumed from {self.ckpt_path} after epoch {self.epoch}")
+
+    def _load_init_weights(self, source: Path) -> None:
+        """Start from the network weights of an earlier search (not its alpha, optimisers or schedule).
+
+        Several latency targets can so share one warm-up: ProxylessNAS trains the weights alone before the
+        architecture steps begin (Cai et al., ICLR 2019, Sec. 3.2); a weight-only run (``--warmup-epochs``
+        equal to ``--epochs``) trained once serves every target's search.
+        """
+        ckpt = source / "checkpoint.pt" if source.is_dir() else source
+        if not ckpt.is_file():
+            raise EdgenasError(f"--init-weights '{source}' holds no checkpoint.pt; pass the --out folder of an "
+                               f"earlier search")
+        stored_path = ckpt.parent / "search.json"
+        stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+        mine = self.config.to_json()
+        for key in ("method", "space", "sharing", "candidates", "nb201_channels", "nb201_cells"):
+            if key in stored and stored[key] != mine[key]:
+                raise EdgenasError(f"--init-weights '{source}' was searched with {key} {stored[key]!r}, this search "
+                                   f"has {mine[key]!r}; start from a search of the same network")
+        arch_ids = {id(p) for p in self.net.arch_parameters()}
+        arch_names = {n for n, p in self.net.named_parameters() if id(p) in arch_ids}
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)["net"]
+            weights = {k: v for k, v in state.items() if k not in arch_names}
+            missing = [k for k in self.net.load_state_dict(weights, strict=False).missing_keys
+                       if k not in arch_names]
+        except (RuntimeError, KeyError, ValueError, EOFError) as exc:
+            raise EdgenasError(f"--init-weights '{ckpt}' does not fit this network ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:120]}); start from a search of the same space, "
+                               f"data and candidates") from None
+        if missing:
+            raise EdgenasError(f"--init-weights '{ckpt}' lacks {len(missing)} of this network's weights (first: "
+                               f"{missing[0]}); start from a search of the same space and candidates")
+        self.log(f"weights initialised from {ckpt}")
 
     # -------------------------------------------------------------------- steps
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
