@@ -98,6 +98,17 @@ def finder_speed(space_name: str, target: str, data_dir: str | None, pred_space_
                      "proposals": r.proposals, "candidates_per_cpu_second": r.candidates / max(r.cpu_seconds, 1e-9),
                      "candidates_per_second": r.candidates_per_second, "latency_ms": r.latency,
                      "fallbacks": r.fallbacks, "predicted_accuracy": r.accuracy})
+    reference = None
+    if how == "lut":  # OFA's one-candidate-at-a-time finder on the same table and predictor, side by side
+        from ofa_reference_finder import ReferenceFinder
+
+        reference = {}
+        for variant, ofa_lookups in (("fast_parts", False), ("ofa_lookups", True)):
+            finder = ReferenceFinder(codec, lat_fn, allowed, predictor.predict_genes, ofa_lookups)
+            ref_runs = [finder.run(budget, seed=s) for s in range(seeds)]
+            reference[variant] = {"runs": ref_runs, "median_candidates_per_second": float(np.median(
+                [r["candidates_per_second"] for r in ref_runs])), "median_candidates_per_cpu_second": float(
+                np.median([r["candidates_per_cpu_second"] for r in ref_runs]))}
     big = evolve(codec, predictor.predict_genes, lat_fn, budget, EvolutionConfig(population=1000, generations=50),
                  target, allowed)
     scaling = {"population": 1000, "generations": 50, "candidates_per_second": big.candidates_per_second,
@@ -106,7 +117,11 @@ def finder_speed(space_name: str, target: str, data_dir: str | None, pred_space_
             "population": 100, "generations": 500, "runs": runs,
             "median_candidates_per_second": float(np.median([r["candidates_per_second"] for r in runs])),
             "median_candidates_per_cpu_second": float(np.median([r["candidates_per_cpu_second"] for r in runs])),
-            "median_proposals_per_second": float(np.median([r["proposals"] / r["seconds"] for r in runs]))}
+            "median_proposals_per_second": float(np.median([r["proposals"] / r["seconds"] for r in runs])),
+            "reference_finder": reference,
+            "speedup_over_reference": None if reference is None else {
+                k: float(np.median([r["candidates_per_second"] for r in runs])) / v["median_candidates_per_second"]
+                for k, v in reference.items()}}
 
 
 def main() -> None:
@@ -157,6 +172,10 @@ def main() -> None:
             log(f"finder {f['space']} {f['target']}: {f['median_candidates_per_second']:,.0f} candidates/s "
                 f"({f['median_candidates_per_cpu_second']:,.0f} per CPU second); population 1,000: "
                 f"{f['scaling']['candidates_per_second']:,.0f}/s")
+            for variant, ref in (f["reference_finder"] or {}).items():
+                log(f"  OFA's per-candidate finder ({variant}), same table and predictor: "
+                    f"{ref['median_candidates_per_second']:,.0f} candidates/s; ours "
+                    f"{f['speedup_over_reference'][variant]:.1f}x faster")
         atomic_write_json(RESULTS / "ofa_finder_speed.json", {
             "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_info(),
             "loadavg": os.getloadavg()[0], "finder_speed": speeds})
