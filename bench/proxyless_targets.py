@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--constraint", default="equal", choices=("equal", "at-most"),
                     help="the latency coefficient's dual ascent: equal (may turn negative) or at-most (>= 0)")
     ap.add_argument("--targets", default=",".join(TARGETS), help="which of the targets to run (tight,medium,loose)")
+    ap.add_argument("--target-ms", default=None,
+                    help="the tight,medium,loose targets in ms (default 0.30,0.42,0.55: the 1st / 43rd / 97th "
+                         "percentile of random networks' table latency on the machine the table was profiled on)")
     ap.add_argument("--out", default=None, help="JSON (default bench/results/proxyless_targets[_nested].json)")
     ap.add_argument("--work", default=None, help="checkpoints (default runs/proxyless_targets[_nested])")
     ap.add_argument("--max-train", type=int, default=5000)
@@ -58,13 +61,19 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=3, help="epochs of the from-scratch quality recipe")
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--stages", default="search,steer,quality")
+    ap.add_argument("--shared-warmup", type=int, default=0,
+                    help="train the weights alone for N epochs once, and start every target's search from them "
+                         "(--init-weights); the searches then run --epochs with --warmup-epochs of their own")
     args = ap.parse_args()
     suffix = "" if args.weight_sharing == "none" else f"_{args.weight_sharing}"
     suffix += "" if args.constraint == "equal" else f"_{args.constraint.replace('-', '')}"
     suffix += "" if args.lr is None else f"_lr{args.lr:g}"
+    suffix += f"_warm{args.shared_warmup}" if args.shared_warmup else ""
     args.out = args.out or str(ROOT / f"bench/results/proxyless_targets{suffix}.json")
     args.work = args.work or str(ROOT / f"runs/proxyless_targets{suffix}")
-    targets = {n: TARGETS[n] for n in args.targets.split(",")}
+    all_targets = TARGETS if args.target_ms is None else dict(zip(TARGETS, map(float, args.target_ms.split(",")),
+                                                                     strict=True))
+    targets = {n: all_targets[n] for n in args.targets.split(",")}
     import numpy as np
     import torch
 
@@ -85,7 +94,8 @@ def main() -> None:
     res.update({"command": " ".join(sys.argv), "machine": machine_info(), "targets_ms": targets,
                 "lut": str(LUT.relative_to(ROOT)), "data": "CIFAR-10 reference copy (test split), 32 px",
                 "max_train": args.max_train, "weight_sharing": args.weight_sharing,
-                "constraint": args.constraint, "lr": args.lr})
+                "constraint": args.constraint, "lr": args.lr, "shared_warmup_epochs": args.shared_warmup,
+                "epochs": args.epochs, "warmup_epochs": args.warmup_epochs})
     res.setdefault("searches", {})
     res.setdefault("steering", {})
     res.setdefault("quality", {})
@@ -117,15 +127,28 @@ def main() -> None:
         print(f"recalibrated the table: {vars(old)} -> {vars(base.calibration)}", flush=True)
         save()
     # ------------------------------------------------------------------ 1. search
+    common = dict(method="proxyless", space="mbv3-tiny", data=data_spec, max_train=args.max_train, resolution=32,
+                  width=1.0, seed=0, sharing=args.weight_sharing, **({} if args.lr is None else {"lr": args.lr}))
+    init_weights = None
+    if args.shared_warmup and "search" in stages:
+        wdir = Path(args.work) / "shared_warmup"
+        init_weights = str(wdir)
+        if not (wdir / "arch.json").exists():
+            cfg = GradientSearchConfig(out=str(wdir), epochs=args.shared_warmup, warmup_epochs=args.shared_warmup,
+                                       **common)
+            t0 = time.time()
+            r = run_search(cfg, resume=(wdir / "checkpoint.pt").exists(), log=lambda s: print(s, flush=True))
+            res["shared_warmup"] = {"epochs": args.shared_warmup, "wall_seconds_this_run": time.time() - t0,
+                                    "seconds": r.seconds, "val_acc_per_epoch": [
+                                        round(e["val_acc"], 2) for e in r.history["epochs"]]}
+            save()
     for name, target in targets.items():
         if "search" not in stages or name in res["searches"]:
             continue
         wdir = Path(args.work) / name
-        cfg = GradientSearchConfig(out=str(wdir), method="proxyless", space="mbv3-tiny", data=data_spec,
-                                   target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs,
-                                   warmup_epochs=args.warmup_epochs, max_train=args.max_train, resolution=32,
-                                   width=1.0, seed=0, sharing=args.weight_sharing,
-                                   constraint=args.constraint, **({} if args.lr is None else {"lr": args.lr}))
+        cfg = GradientSearchConfig(out=str(wdir), target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs,
+                                   warmup_epochs=args.warmup_epochs, constraint=args.constraint,
+                                   init_weights=init_weights, **common)
         t0 = time.time()
         r = run_search(cfg, resume=(wdir / "checkpoint.pt").exists(), log=lambda s: print(s, flush=True))
         blob = json.loads((wdir / "arch.json").read_text())
