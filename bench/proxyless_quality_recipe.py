@@ -5,7 +5,8 @@ The quality target (a derived arch at least as accurate as the mean of its 5 pee
 the recipe: ``proxyless_targets.py`` trains 3 epochs, which favours shallow networks. This script re-uses the
 stored architectures (no search, no latency measurement, so the machine need not be quiet) and trains each
 with ``--epochs`` (and ``--augment``), one cached JSON per architecture under ``--work``; ``--shard i/n``
-splits the work across processes and a last run without it gathers the table.
+splits the work across processes and a last run without it gathers the table. ``--seeds N`` trains every
+architecture with N seeds and compares the means, so the verdict is about architectures, not seeds.
 
     python bench/proxyless_quality_recipe.py --from bench/results/proxyless_targets.json --epochs 8 --augment \\
         --shard 0/2 &  # and --shard 1/2; then once more without --shard
@@ -41,6 +42,9 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=5000)
     ap.add_argument("--work", default="runs/proxyless_quality_recipe")
     ap.add_argument("--shard", default=None, help="i/n: train only this share, do not write the table")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train every architecture with seeds 0..N-1 and compare the means (one seed's spread is "
+                         "as large as the differences being judged)")
     args = ap.parse_args()
 
     import torch
@@ -63,19 +67,25 @@ def main() -> None:
     work = Path(args.work) / tag
     work.mkdir(parents=True, exist_ok=True)
     data = load_dataset(f"npz:{Path(args.bench_data) / 'cifar10'}").subset(args.max_train)
-    est = TrainEstimator(space, data, seed=0, recipe=recipe)
+    estimators = [TrainEstimator(space, data, seed=seed, recipe=recipe) for seed in range(args.seeds)]
     shard, n_shards = (int(v) for v in (args.shard or "0/1").split("/"))
-    results = {}
-    for i, (name, who, arch) in enumerate(jobs):
-        path = work / (hashlib.sha256(space.key(arch).encode()).hexdigest()[:16] + ".json")
+    per_seed: dict[tuple[str, str], list[float]] = {}
+    for i, ((name, who, arch), seed) in enumerate((job, seed) for seed in range(args.seeds) for job in jobs):
+        key = hashlib.sha256(space.key(arch).encode()).hexdigest()[:16]
+        path = work / (key + ("" if seed == 0 else f"_seed{seed}") + ".json")
         if not path.exists() and i % n_shards == shard:
             t = time.time()
-            atomic_write_json(path, {"arch": arch, "accuracy": est(arch), "seconds": time.time() - t})
-            print(f"{name} {who}: {json.loads(path.read_text())['accuracy']:.2f} %", flush=True)
+            atomic_write_json(path, {"arch": arch, "seed": seed, "accuracy": estimators[seed](arch),
+                                     "seconds": time.time() - t})
+            print(f"{name} {who} seed {seed}: {json.loads(path.read_text())['accuracy']:.2f} %", flush=True)
         if path.exists():
-            results[(name, who)] = json.loads(path.read_text())["accuracy"]
+            per_seed.setdefault((name, who), []).append(json.loads(path.read_text())["accuracy"])
     if args.shard is not None:
         return
+    missing = [k for k in ((n, w) for n, w, _ in jobs) if len(per_seed.get(k, [])) < args.seeds]
+    if missing:
+        sys.exit(f"{len(missing)} architectures lack a seed's result (first: {missing[0]}); run the shards first")
+    results = {k: float(np.mean(v)) for k, v in per_seed.items()}
     rows = {}
     for name in args.targets.split(","):
         peers = [results[(name, w)] for n, w, _ in jobs if n == name and w.startswith("peer")]
@@ -84,16 +94,20 @@ def main() -> None:
         rows[name] = {"derived": derived, "peers": peers, "peer_mean": float(np.mean(peers)),
                       "peer_std": float(np.std(peers)), "derived_minus_peer_mean": derived - float(np.mean(peers)),
                       "derived_at_least_mean": derived >= float(np.mean(peers)),
+                      "derived_per_seed": per_seed[(name, "derived")],
+                      "peers_per_seed": [per_seed[(n, w)] for n, w, _ in jobs if n == name and w.startswith("peer")],
                       "source_recipe": {"derived": old["derived_accuracy"], "peer_mean": old.get("peer_mean")}}
         print(f"{name}: derived {derived:.2f} vs peers {float(np.mean(peers)):.2f} +- {float(np.std(peers)):.2f} "
               f"({', '.join(f'{p:.1f}' for p in peers)}); with the source's recipe {old['derived_accuracy']:.2f} "
               f"vs {old.get('peer_mean', float('nan')):.2f}", flush=True)
-    out = save(f"proxyless_quality_{Path(args.source).stem}_{tag}", {
+    seeds_tag = "" if args.seeds == 1 else f"_seeds{args.seeds}"
+    out = save(f"proxyless_quality_{Path(args.source).stem}_{tag}{seeds_tag}", {
         "source": str(Path(args.source).relative_to(ROOT)) if Path(args.source).is_relative_to(ROOT) else args.source,
         "source_recipe": source.get("quality_recipe"),
         "recipe": (f"from scratch, {args.epochs} epochs, SGD-Nesterov lr 0.1 cosine, batch 32, label smoothing 0.1"
                    f"{', random crops (pad 4) and flips' if args.augment else ''}, first {args.max_train} training "
-                   f"images, validated on the 2,000 held-out images, seed 0"),
+                   f"images, validated on the 2,000 held-out images, "
+                   f"{'seed 0' if args.seeds == 1 else f'seeds 0-{args.seeds - 1}, the mean per architecture'}"),
         "targets": rows})
     print(f"wrote {out}")
 
