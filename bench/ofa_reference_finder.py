@@ -98,12 +98,13 @@ class ReferenceFinder:
 
         def feasible(make: Callable[[], list[int]]) -> tuple[list[int], float]:
             nonlocal proposals
-            while True:  # OFA's finder draws again until the budget is met
+            for _ in range(100_000):  # OFA's finder draws again until the budget is met
                 g = make()
                 lat = self.latency(g)
                 proposals += 1
                 if lat <= budget:
                     return g, lat
+            raise RuntimeError(f"no subnet within {budget} ms in 100,000 draws; raise the budget")
 
         def sample() -> list[int]:
             return [rnd.choice(c) for c in choices]

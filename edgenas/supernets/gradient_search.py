@@ -328,7 +328,7 @@ class GradientSearch:
         """Start from the network weights of an earlier search (not its alpha, optimisers or schedule).
 
         Several latency targets can so share one warm-up: ProxylessNAS trains the weights alone before the
-        architecture steps begin (Cai et al., ICLR 2019, Sec. 3.2); a weight-only run (``--warmup-epochs``
+        architecture steps begin (Cai et al., ICLR 2019); a weight-only run (``--warmup-epochs``
         equal to ``--epochs``) trained once serves every target's search.
         """
         ckpt = source / "checkpoint.pt" if source.is_dir() else source
