@@ -18,6 +18,12 @@
    8,000 training images with an empty cache, so the wall time includes profiling this CPU's layer
    table (target: <= 20 min).
 
+``--lut PATH`` searches with another table (e.g. one just profiled on this machine with ``edgenas latency
+profile``); ``--derive select`` derives each architecture by scoring candidates with the supernet's weights
+(``GradientSearchConfig.derive``); run with another ``--out`` and the same ``--work``, it derives the finished
+searches again from their checkpoints, and the quality stage's training cache (one JSON per architecture
+under ``WORK/train_cache``) is shared, so common peers are trained once.
+
 Results are written after every item to ``bench/results/proxyless_targets.json``; a re-run skips what
 is done (searches resume from their checkpoints in ``runs/proxyless_targets/``).
 
@@ -61,6 +67,11 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=3, help="epochs of the from-scratch quality recipe")
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--stages", default="search,steer,quality")
+    ap.add_argument("--lut", default=str(LUT), help="the layer table the searches use (recalibrated first); "
+                    "default the one in bench/results; a table profiled on this machine fits it better")
+    ap.add_argument("--derive", default="window", choices=("window", "select"),
+                    help="how each search derives its arch; with another --out and the same --work, a finished "
+                         "search is derived again from its checkpoint (no training)")
     ap.add_argument("--shared-warmup", type=int, default=0,
                     help="train the weights alone for N epochs once, and start every target's search from them "
                          "(--init-weights); the searches then run --epochs with --warmup-epochs of their own")
@@ -91,8 +102,10 @@ def main() -> None:
         sys.exit("CIFAR-10 reference images not found: pass --bench-data PATH or set EDGENAS_DATA")
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {}
+    lut_base = Path(args.lut).resolve()
     res.update({"command": " ".join(sys.argv), "machine": machine_info(), "targets_ms": targets,
-                "lut": str(LUT.relative_to(ROOT)), "data": "CIFAR-10 reference copy (test split), 32 px",
+                "lut": str(lut_base.relative_to(ROOT)) if lut_base.is_relative_to(ROOT) else str(lut_base),
+                "derive": args.derive, "data": "CIFAR-10 reference copy (test split), 32 px",
                 "max_train": args.max_train, "weight_sharing": args.weight_sharing,
                 "constraint": args.constraint, "lr": args.lr, "shared_warmup_epochs": args.shared_warmup,
                 "epochs": args.epochs, "warmup_epochs": args.warmup_epochs})
@@ -113,7 +126,7 @@ def main() -> None:
     if not lut_now.exists():
         from edgenas.hardware.lut import fit_calibration
 
-        base = LatencyTable.load(LUT)
+        base = LatencyTable.load(lut_base)
         cal_archs = [a for a, _ in base.meta["calibration_networks"]]
         fresh = LatencyMeter(space, 10, 3, MeasureSettings(drift_correction=False))
         measured = [fresh.measure(a)["median_ms"] for a in cal_archs]
@@ -148,14 +161,14 @@ def main() -> None:
         wdir = Path(args.work) / name
         cfg = GradientSearchConfig(out=str(wdir), target=f"lut:{lut_now}", latency_ms=target, epochs=args.epochs,
                                    warmup_epochs=args.warmup_epochs, constraint=args.constraint,
-                                   init_weights=init_weights, **common)
+                                   init_weights=init_weights, derive=args.derive, **common)
         t0 = time.time()
         r = run_search(cfg, resume=(wdir / "checkpoint.pt").exists(), log=lambda s: print(s, flush=True))
         blob = json.loads((wdir / "arch.json").read_text())
         res["searches"][name] = {
             "target_ms": target, "wall_seconds_this_run": time.time() - t0, "search_seconds": r.seconds,
             "arch": r.arch, "argmax_arch": blob["argmax_arch"], "metrics": r.metrics,
-            "argmax_table_ms": blob["argmax_latency_ms"],
+            "argmax_table_ms": blob["argmax_latency_ms"], "selection": blob.get("selection"),
             "epochs": [{k: v for k, v in e.items()} for e in r.history["epochs"]],
         }
         print(f"search {name}: {r.metrics}", flush=True)
@@ -199,13 +212,28 @@ def main() -> None:
     if "quality" in stages:
         data = load_dataset(data_spec).subset(args.max_train)
         est = TrainEstimator(space, data, epochs=args.train_epochs, batch_size=32, seed=0)
+        # One JSON per architecture, laid out like bench/proxyless_quality_recipe.py's cache, so searches
+        # derived two ways share their peers' training and that script's --seeds reuses seed 0:
+        #   proxyless_quality_recipe.py --work WORK/train_cache --epochs E --seeds N
+        cache = Path(args.work) / "train_cache" / f"e{args.train_epochs}_n{args.max_train}"
+        cache.mkdir(parents=True, exist_ok=True)
+
+        def train(arch: dict) -> float:
+            import hashlib
+
+            path = cache / (hashlib.sha256(space.key(arch).encode()).hexdigest()[:16] + ".json")
+            if not path.exists():
+                t0 = time.time()
+                atomic_write_json(path, {"arch": arch, "seed": 0, "accuracy": est(arch), "seconds": time.time() - t0})
+            return float(json.loads(path.read_text())["accuracy"])
+
         res["quality_recipe"] = (f"from scratch, {args.train_epochs} epochs, SGD-Nesterov lr 0.1 cosine, batch 32, "
                                  f"label smoothing 0.1, first {args.max_train} of the 8,000 training images, "
                                  f"validated on 2,000 held-out images, seed 0")
         for name, s in res["searches"].items():
             q = res["quality"].setdefault(name, {"peers": []})
             if "derived_accuracy" not in q:
-                q["derived_accuracy"] = est(s["arch"])
+                q["derived_accuracy"] = train(s["arch"])
                 save()
             lat = res["steering"].get(name, {}).get("derived", {}).get("measured_ms") or meter(s["arch"])
             rng = np.random.default_rng(100 + list(TARGETS).index(name))
@@ -224,7 +252,7 @@ def main() -> None:
                 if abs(m / lat - 1) > 0.10:
                     save()
                     continue
-                q["peers"].append({"arch": cand, "measured_ms": m, "accuracy": est(cand)})
+                q["peers"].append({"arch": cand, "measured_ms": m, "accuracy": train(cand)})
                 print(f"quality {name}: peer {len(q['peers'])} {m:.4f} ms acc {q['peers'][-1]['accuracy']}",
                       flush=True)
                 save()

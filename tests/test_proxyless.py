@@ -351,6 +351,59 @@ def test_at_most_constraint_never_rewards_latency(tmp_path):
         GradientSearch(_config(tmp_path / "bad", constraint="le"))
 
 
+@needs_lut
+def test_select_derivation_keeps_the_candidate_best_on_the_arch_split(tmp_path, space):
+    """--derive select: the window's arch and others drawn in the window, each scored with the supernet's
+    weights on the architecture split; the derived one is the best scored, and it is what the store holds."""
+    search = GradientSearch(_config(tmp_path, derive="select", select_from=5, sharing="nested"))
+    search.start()
+    scored_on = []
+    evaluate = search.evaluate
+
+    def spy(choice, images=None, labels=None):
+        scored_on.append(images)
+        return evaluate(choice, images, labels)
+
+    search.evaluate = spy
+    res = search.run()
+    blob = json.loads((tmp_path / "run/arch.json").read_text())
+    picks = blob["selection"]
+    assert blob["derived_by"] == "select" and 2 <= len(picks) <= 5
+    assert len({json.dumps(p["arch"], sort_keys=True) for p in picks}) == len(picks)  # distinct
+    assert picks[0]["arch"] == search.net.arch_of(search.derive_choice("window"))
+    assert all(abs(p["latency_ms"] / 0.25 - 1) <= 0.05 + 1e-9 for p in picks)
+    best = max(picks, key=lambda p: p["arch_split_accuracy"])
+    assert res.arch == blob["arch"] == best["arch"] and space.validate(res.arch) == res.arch
+    assert sum(x is search.xa for x in scored_on) == len(picks)  # scored on the architecture split only
+    assert not any(x is search.xv for x in scored_on)
+    from edgenas.store import TrialStore
+
+    assert [r.arch for r in TrialStore.open(tmp_path / "run").records()] == [res.arch]
+
+
+@needs_lut
+def test_a_finished_search_derived_again_keeps_the_earlier_arch(tmp_path):
+    """--resume with another --derive re-derives from the checkpoint without training; settings that change
+    the training still refuse to resume."""
+    first = GradientSearch(_config(tmp_path, derive="argmax"))
+    first.start()
+    earlier = first.run()
+    again = GradientSearch(_config(tmp_path, derive="window"))
+    again.start(resume=True)
+    res = again.run()
+    assert again.epoch == 2 and res.seconds == earlier.seconds  # nothing trained
+    assert res.arch == again.net.arch_of(again.derive_choice("window"))
+    assert res.arch != earlier.arch  # the argmax lands far below the target, the window does not
+    assert json.loads((tmp_path / "run/arch.argmax.json").read_text())["arch"] == earlier.arch
+    from edgenas.store import TrialStore
+
+    assert [r.arch for r in TrialStore.open(tmp_path / "run").records()] == [res.arch]
+    with pytest.raises(EdgenasError, match="different lr"):
+        GradientSearch(_config(tmp_path, lr=0.5)).start(resume=True)
+    with pytest.raises(EdgenasError, match="--select-from must be at least 1"):
+        GradientSearch(_config(tmp_path, derive="select", select_from=0))
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgenas", *args], capture_output=True, text=True, cwd=cwd,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
@@ -374,6 +427,13 @@ def test_cli_search_writes_the_arch_and_feeds_export(tmp_path, space):
     p = _cli("export", str(out), "--out", str(tmp_path / "m.onnx"), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert json.loads((tmp_path / "m.json").read_text())["arch"] == blob["arch"]
+
+    # the finished search derived again by selection, from its checkpoint
+    p = _cli("proxyless", "search", "--out", str(out), "--resume", "--derive", "select", "--select-from", "3",
+             *common, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    again = json.loads((out / "arch.json").read_text())
+    assert again["derived_by"] == "select" and 1 <= len(again["selection"]) <= 3
 
     # bad input: one line, exit 2
     p = _cli("proxyless", "search", "--out", str(tmp_path / "x"), "--latency-ms", "0.01", *common, cwd=tmp_path)

@@ -105,8 +105,12 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
                                                 "proxyless default) or none (each candidate its own weights, "
                                                 "the papers'; darts default)."),
         derive: str = typer.Option(None, help="window (most probable arch within (1 +- window) x target), "
-                                               "budget (at most the target) or argmax (the papers')."),
+                                               "budget (at most the target), argmax (the papers') or select "
+                                               "(the best of --select-from archs drawn in the window, scored "
+                                               "with the supernet's weights). --resume --derive X re-derives "
+                                               "a finished search."),
         window: float = typer.Option(None, help="Half-width of the derivation window around the target (0.05)."),
+        select_from: int = typer.Option(None, "--select-from", help="Candidates --derive select scores (16)."),
         arch_every: int = typer.Option(None, "--arch-every", help="One architecture step every N weight steps."),
         seed: int = typer.Option(None),
         threads: int = typer.Option(None, help="Torch threads for training and latency measurement."),
@@ -123,7 +127,7 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
              warmup_epochs=warmup_epochs,
              batch_size=batch_size, lr=lr, arch_lr=arch_lr, max_train=max_train, resolution=resolution,
              width=width, candidates=_candidates(candidates), sharing=weight_sharing, derive=derive, window=window,
-             arch_every=arch_every, seed=seed, threads=threads,
+             select_from=select_from, arch_every=arch_every, seed=seed, threads=threads,
              cache_dir=cache_dir, retrain_epochs=retrain_epochs, init_weights=init_weights)
 
     search.__doc__ = ("Search with binarized paths and a latency loss; writes OUT/arch.json (resumable)."

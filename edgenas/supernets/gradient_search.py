@@ -21,6 +21,12 @@ the most probable one (maximum ``sum log p``) whose table latency lies within ``
 (:func:`~edgenas.supernets.latency_loss.most_probable_under`). ``derive="argmax"`` is the papers'
 per-block argmax; when the search is short and the distributions are still broad, the argmax of each
 block favours its cheap paths and lands well below ``E[lat]``, which is why the window is the default.
+``derive="select"`` (ours, in the spirit of the accuracy-based selection of single-path one-shot NAS, Guo et
+al., ECCV 2020, and Once-for-All): the window's architecture and up to ``select_from - 1`` others drawn from
+``alpha``'s distribution restricted to the window (perturb-and-MAP: Gumbel noise on ``log p``, then the same
+knapsack), each scored with the supernet's weights (batch norm recalibrated) on the *architecture* split,
+never on the validation images; the best one is derived. Only the derivation changes, so a finished search
+can be derived again (``--resume --derive select``).
 
 Architecture steps run every ``arch_every`` weight steps (ProxylessNAS updates ``alpha`` every 5 steps in
 its released settings), after ``warmup_epochs`` of weight-only training.
@@ -54,8 +60,11 @@ from edgenas.supernets.checkpoint_files import save_checkpoint
 from edgenas.supernets.latency_loss import LOSS_FORMS, BlockLatency, latency_loss, most_probable_under
 
 METHODS = ("proxyless", "darts")
-DERIVE = ("window", "budget", "argmax")
+DERIVE = ("window", "budget", "argmax", "select")
 CONSTRAINTS = ("equal", "at-most")
+#: Settings that change only how the architecture is derived from a trained search, not the training: a
+#: resumed (or finished) search may change them.
+DERIVATION_ONLY = ("derive", "window", "select_from")
 TARGETS = ("cpu", "lut:PATH")
 
 
@@ -99,6 +108,7 @@ class GradientSearchConfig:
     sharing: str | None = None  # None: the method's default (METHOD_DEFAULTS)
     derive: str = "window"
     window: float = 0.05
+    select_from: int = 16  # derive="select": candidates scored with the supernet's weights
     arch_every: int = 5
     seed: int = 0
     threads: int = 1
@@ -133,6 +143,8 @@ class GradientSearchConfig:
                                f"{self.warmup_epochs}); equal means a weight-only run (a warm-up to share)")
         if not 0 < self.arch_fraction < 1:
             raise EdgenasError(f"--arch-fraction must be in (0, 1), got {self.arch_fraction}")
+        if self.select_from < 1:
+            raise EdgenasError(f"--select-from must be at least 1, got {self.select_from}")
         if self.arch_every < 1 or not 0 <= self.window < 1:
             raise EdgenasError(f"--arch-every must be >= 1 and --window in [0, 1) ({self.arch_every}, {self.window})")
         if self.batch_size < 2:
@@ -272,6 +284,7 @@ class GradientSearch:
         self.epoch = 0
         self.history: dict[str, Any] = {"epochs": [], "alpha": [], "steps": []}
         self.seconds = 0.0
+        self.selection: list[dict[str, Any]] = []  # derive="select": the scored candidates
 
     # ------------------------------------------------------------- checkpoint
     @property
@@ -289,7 +302,7 @@ class GradientSearch:
             stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
             mine = self.config.to_json()
             defaults = GradientSearchConfig(out=self.config.out).to_json()  # keys older searches did not store
-            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots")
+            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots", *DERIVATION_ONLY)
                       and stored.get(k, defaults[k]) != mine[k]]
             if differ:
                 k = differ[0]
@@ -407,7 +420,7 @@ class GradientSearch:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed * 100003 + self.epoch)
                 self._epoch(order, a_order, searching, losses, accs, arch_rows)
-            choice = self.derive_choice()
+            choice = self.derive_choice("window" if cfg.derive == "select" else None)  # select: at the end only
             row = {
                 "epoch": self.epoch + 1, "train_loss": float(np.mean(losses)), "train_acc": 100 * float(np.mean(accs)),
                 "val_acc": self.evaluate(choice), "searching": searching, "seconds": time.perf_counter() - t0,
@@ -456,6 +469,8 @@ class GradientSearch:
     # ------------------------------------------------------------------ derive
     def derive_choice(self, how: str | None = None) -> list[int]:
         how = how or self.config.derive
+        if how == "select":
+            return self.select_choice()
         argmax = self.net.argmax_choice()
         if how == "argmax" or self.latency is None:
             return argmax
@@ -470,9 +485,45 @@ class GradientSearch:
             best = most_probable_under(logp, self.latency, ceiling)
         return best if best is not None else argmax
 
+    def selection_candidates(self) -> list[list[int]]:
+        """The window's (or, without a latency target, the argmax) choice and up to ``select_from - 1`` others
+        drawn from ``alpha``'s distribution by perturb-and-MAP (seeded): Gumbel noise on each block's ``log p``,
+        then the most probable choice in the window (or below its ceiling when none lies in it)."""
+        cfg = self.config
+        logp = [torch.log_softmax(a.detach().double(), 0).numpy() for a in self.net.arch_parameters()]
+        first = self.derive_choice("window") if self.latency is not None else self.net.argmax_choice()
+        found = [first]
+        rng = np.random.default_rng(cfg.seed + 7919)
+        for _ in range(4 * cfg.select_from):
+            if len(found) >= cfg.select_from:
+                break
+            noisy = [lp + rng.gumbel(size=lp.shape) for lp in logp]
+            if self.latency is None:
+                choice = [int(np.argmax(v)) for v in noisy]
+            else:
+                target = float(cfg.latency_ms)
+                ceiling, floor = target * (1 + cfg.window), target * (1 - cfg.window)
+                choice = (most_probable_under(noisy, self.latency, ceiling, floor_ms=floor)
+                          or most_probable_under(noisy, self.latency, ceiling))
+            if choice is not None and choice not in found:
+                found.append(choice)
+        return found
+
+    def select_choice(self) -> list[int]:
+        """``derive="select"``: the candidate of :meth:`selection_candidates` most accurate with the supernet's
+        weights on the architecture split; every candidate's score is kept in ``self.selection``."""
+        cands = self.selection_candidates()
+        scores = [self.evaluate(c, self.xa, self.ya) for c in cands]
+        self.selection = [{"arch": self.net.arch_of(c), "arch_split_accuracy": s,
+                           **({"latency_ms": self.latency.of_choice(c)} if self.latency is not None else {})}
+                          for c, s in zip(cands, scores, strict=True)]
+        return cands[int(np.argmax(scores))]
+
     @torch.no_grad()
-    def evaluate(self, choice: list[int]) -> float:
-        """Validation accuracy (%) of the network of ``choice`` with the supernet's weights.
+    def evaluate(self, choice: list[int], images: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> float:
+        """Validation accuracy (%) of the network of ``choice`` with the supernet's weights (or its accuracy on
+        ``images`` / ``labels``, e.g. the architecture split).
 
         With nested weight sharing the batch-norm statistics of a slot's elastic block mix every
         candidate's, so the path is extracted and its statistics recomputed on up to ``max_eval`` training
@@ -485,11 +536,12 @@ class GradientSearch:
         else:
             self.net.fix(choice)
             model = self.net.eval()
+        x, y = (self.xv, self.yv) if images is None else (images, labels)
         correct = 0
-        for i in range(0, len(self.xv), 256):
-            correct += int((model(self.xv[i : i + 256]).argmax(1) == self.yv[i : i + 256]).sum())
+        for i in range(0, len(x), 256):
+            correct += int((model(x[i : i + 256]).argmax(1) == y[i : i + 256]).sum())
         self.net.train()
-        return 100.0 * correct / max(1, len(self.xv))
+        return 100.0 * correct / max(1, len(x))
 
     def finish(self) -> GradientSearchResult:
         cfg = self.config
@@ -498,6 +550,10 @@ class GradientSearch:
         argmax = self.net.argmax_choice()
         metrics: dict[str, float] = {"accuracy": self.evaluate(choice), "search_seconds": self.seconds}
         extra: dict[str, Any] = {"argmax_arch": self.net.arch_of(argmax)}
+        if cfg.derive == "select":
+            extra["selection"] = self.selection
+            extra["selection_is"] = ("candidates scored with the supernet's weights on the architecture split "
+                                     "(batch norm recalibrated); the best is the derived architecture")
         if self.latency is not None:
             metrics["latency"] = self.latency.of_choice(choice)
             metrics["expected_latency"] = self.latency.expected(self.net.probs()).item()
@@ -506,13 +562,14 @@ class GradientSearch:
             extra["latency_source"] = self.latency.source
         blob = {
             "space": cfg.space, "method": cfg.method, "arch": arch, "metrics": metrics,
-            "derived_by": cfg.derive if self.latency is not None else "argmax", **extra,
+            "derived_by": cfg.derive if self.latency is not None or cfg.derive == "select" else "argmax", **extra,
             "accuracy_is": "validation accuracy of the derived network with the supernet's weights (not retrained)",
             "probs": {n: dict(zip(c, [round(v, 5) for v in p.detach().tolist()], strict=True))
                       for n, c, p in zip(self.net.block_names(), self.net.candidate_names(), self.net.probs(),
                                          strict=True)},
             "machine": machine_info(),
         }
+        self._keep_earlier_derivation(arch)
         self._write_store(arch, metrics)
         atomic_write_json(self.out / "history.json", self.history)
         if cfg.plots:
@@ -520,6 +577,20 @@ class GradientSearch:
                          cfg.latency_ms if self.latency is not None else None)
         atomic_write_json(self.out / "arch.json", blob)
         return GradientSearchResult(self.out, arch, metrics, self.seconds, self.history)
+
+    def _keep_earlier_derivation(self, arch: dict[str, Any]) -> None:
+        """A finished search derived again (``--resume --derive X``): when the architecture changes, the earlier
+        ``arch.json`` is kept as ``arch.<its derivation>.json`` and the one-trial store starts afresh."""
+        earlier = self.out / "arch.json"
+        if not earlier.exists():
+            return
+        blob = json.loads(earlier.read_text())
+        if blob.get("arch") == arch:
+            return
+        atomic_write_json(self.out / f"arch.{blob.get('derived_by', 'earlier')}.json", blob)
+        for name in ("study.db", "trials.csv", "pareto.json"):
+            (self.out / name).unlink(missing_ok=True)
+        self.log(f"derived again: the earlier architecture is kept as arch.{blob.get('derived_by', 'earlier')}.json")
 
     def _write_store(self, arch: dict[str, Any], metrics: dict[str, float]) -> None:
         """An experiment store with the derived architecture as its one trial (what ``edgenas export`` reads)."""
