@@ -206,7 +206,10 @@ ESTIMATOR_PREFIXES: dict[str, Factory] = {
 }
 TARGETS: dict[str, Factory] = {"cpu": _cpu, **_named_devices()}
 TARGET_PREFIXES: dict[str, Factory] = {"nb201": _nb201_device, "lut": _lut, "predictor": _predictor,
-                                       "device": _device, "accel": _accelerator}
+                                       "device": _device, "accel": _accelerator,
+                                       # nn-Meter-style kernel-level predictor (any traceable space)
+                                       "kernels": lambda arg, ctx: __import__(
+                                           "edgenas.hardware.targets", fromlist=["_"]).kernels_target(arg, ctx)}
 
 
 def _resolve(

@@ -306,6 +306,9 @@ def accelerator(
 
 def register(app: typer.Typer) -> None:
     """Add ``edgenas latency ...``, ``edgenas roofline`` and ``edgenas accelerator`` to the main app."""
+    from edgenas.cli import kernels as _kernels
+
+    _kernels.register(latency_app)
     app.add_typer(latency_app, name="latency")
     app.command("roofline")(roofline)
     app.command("accelerator")(accelerator)

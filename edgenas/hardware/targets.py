@@ -1,7 +1,8 @@
 """Search targets backed by latency tables, predictors and device profiles.
 
 ``--target lut:PATH`` (our JSON table, or OFA's / ProxylessNAS's YAML), ``--target predictor:PATH``
-(a saved :class:`~edgenas.hardware.predictor.LatencyPredictor`), ``--target device:PATH`` (a profile
+(a saved :class:`~edgenas.hardware.predictor.LatencyPredictor`), ``--target kernels:PATH`` (a kernel-level
+predictor, :mod:`edgenas.hardware.kernel_predictor`, for any space), ``--target device:PATH`` (a profile
 YAML) and the shipped device names (``--target raspi4``, ``zu9eg``, ...; see
 :mod:`edgenas.hardware.devices`). Each evaluator's value is latency in ms; tables and predictors are
 ``instant`` (vectorised ``evaluate_batch``), so the search may filter candidates with them for free.
@@ -88,6 +89,37 @@ def predictor_target(path: str, ctx: EvalContext) -> Evaluator:
             f"{pred.in_channels} input channels; the data here has {nc} and {ic}"
         )
     return PredictedLatency(pred, path)
+
+
+class KernelLatency(Evaluator):
+    """Latency (ms) from a kernel-level predictor (nn-Meter): the calibrated sum of the network's kernels'
+    predicted latencies. Works for any traceable space; each call traces the network (tens of ms), so it
+    is cheap but not ``instant``."""
+
+    name, unit, direction = "latency", "ms", "minimize"
+    cheap, instant = True, False
+
+    def __init__(self, predictor: Any, space: Any, num_classes: int, in_channels: int, source: str = "") -> None:
+        self.predictor, self.space, self.source = predictor, space, source
+        self.num_classes, self.in_channels = num_classes, in_channels
+
+    def __call__(self, arch: Mapping[str, Any]) -> float:
+        from edgenas.hardware.kernels import kernels_of_arch
+
+        return self.predictor.predict_network(kernels_of_arch(self.space, arch, self.num_classes, self.in_channels))
+
+    def describe(self) -> str:
+        return f"latency [ms] from the kernel-level predictor {self.source}"
+
+
+def kernels_target(path: str, ctx: EvalContext) -> Evaluator:
+    """The factory of ``kernels:PATH``."""
+    from edgenas.hardware.kernel_predictor import KernelPredictor
+
+    if not path:
+        raise EdgenasError("kernels: needs a path, e.g. --target kernels:kernels.npz")
+    nc, ic = _classes(ctx)
+    return KernelLatency(KernelPredictor.load(path), ctx.space, nc, ic, path)
 
 
 def device_target(name_or_path: str, ctx: EvalContext) -> Evaluator:
