@@ -52,6 +52,18 @@ def test_latency_is_measured_in_a_fresh_process_and_cached(micro, rng, tmp_path)
     assert other_threads.cached(arch) is None  # keyed by settings too
 
 
+def test_a_network_whose_output_ignores_its_input_is_measured():
+    """An NB201 cell whose edges into the output node are all 'none' exports to ONNX without an input."""
+    from edgenas.spaces import get_space
+
+    nb = get_space("nb201")
+    arch = {"edge_0_1": "none", "edge_0_2": "none", "edge_1_2": "avg_pool_3x3", "edge_0_3": "none",
+            "edge_1_3": "avg_pool_3x3", "edge_2_3": "nor_conv_1x1"}
+    meter = LatencyMeter(nb, 10, 3, MeasureSettings(runs=10, warmup=2, min_seconds=0.01, processes=1,
+                                                    drift_correction=False))
+    assert 0 < meter.measure(arch)["median_ms"] < 100
+
+
 def test_torch_backend_measures(micro, rng):
     meter = LatencyMeter(micro, 10, 3, MeasureSettings(backend="torch", runs=10, warmup=2, min_seconds=0.01))
     result = meter.measure(micro.sample(rng))

@@ -48,8 +48,11 @@ def make_runner(job: dict[str, Any], model: dict[str, Any]) -> Callable[[], obje
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         sess = ort.InferenceSession(model["onnx_path"], opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda: sess.run(None, {name: x})
+        inputs = sess.get_inputs()
+        # A network whose output does not depend on its input (an NB201 cell whose edges to the output are
+        # all 'none') exports without an input: it still runs, on an empty feed.
+        feed = {inputs[0].name: x} if inputs else {}
+        return lambda: sess.run(None, feed)
     import torch
 
     from edgenas.spaces import get_space
