@@ -45,6 +45,28 @@ def test_kernels_of_a_model_are_its_unfused_operators_in_order():
         kernels_of_model(_Tiny(), (2, 3, 16, 16))
 
 
+def test_what_the_runtime_never_runs_is_no_kernel():
+    """Kernels are read from the exported graph: an NB201 network whose cells pass nothing on (every edge
+    into their output node 'none' or fed only by zeros) is a constant, and a ReLU that feeds two
+    convolutions cannot be fused into either."""
+    nb = get_space("nb201")
+    cut = {"edge_0_1": "none", "edge_0_2": "none", "edge_1_2": "avg_pool_3x3", "edge_0_3": "none",
+           "edge_1_3": "avg_pool_3x3", "edge_2_3": "nor_conv_1x1"}
+    assert kernels_of_arch(nb, cut) == []
+
+    class PreAct(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(x)
+            return self.a(x) + self.b(x)
+
+    assert [k.key for k in kernels_of_model(PreAct(), (1, 4, 8, 8))] == [
+        "eltwise:256x1", "conv:8x4x4x1x1x1", "conv:8x4x4x3x1x1", "eltwise:256x2"]
+
+
 @pytest.mark.parametrize("name", ["mbv3-tiny", "nb201"])
 def test_kernel_costs_add_up_to_the_network_macs(name):
     space = get_space(name)
@@ -82,6 +104,15 @@ def test_sampling_keeps_the_prior_and_perturbs_sizes_only():
         else:
             assert k.type == "dwconv" and k.config[2:] == (5, 2)
     assert len(a) > 2
+    wide = sample_kernels(prior, 0, seed=2, random_per_type=20)
+    drawn = [k for k in wide if k not in prior]
+    assert len(drawn) > 20 and {k.type for k in drawn} == {"conv", "dwconv"}
+    for k in drawn:  # sizes within [half the smallest, twice the largest]; kernel sizes and strides as seen
+        if k.type == "conv":
+            assert 8 <= k.config[0] <= 32 and 4 <= k.config[1] <= 16 and 12 <= k.config[2] <= 48
+            assert k.config[3:] == (1, 1, 1)
+        else:
+            assert 4 <= k.config[0] <= 16 and 24 <= k.config[1] <= 96 and k.config[2:] == (5, 2)
     with pytest.raises(EdgenasError, match="unknown kernel type 'deconv'"):
         Kernel.from_key("deconv:1x2")
 

@@ -40,10 +40,6 @@ class Op:
     #: conv / linear: (in channels, out channels, kernel h, kernel w, groups, out h, out w), what the
     #: accelerator model's dataflows map (:mod:`edgenas.hardware.accelerator`)
     geometry: tuple[int, int, int, int, int, int, int] | None = None
-    #: the first input's and the output's shapes (batch included), what kernel detection reads
-    #: (:mod:`edgenas.hardware.kernels`)
-    in_shape: tuple[int, ...] | None = None
-    out_shape: tuple[int, ...] | None = None
 
     def bytes(self, bytes_per_elem: float) -> float:
         return (self.weight_elems + self.in_elems + self.out_elems) * bytes_per_elem
@@ -142,8 +138,7 @@ def graph_ops(model: Any, input_shape: tuple[int, ...]) -> Graph:
         in_elems = sum(_numel(shape(a)) for a in ins)
         out_elems = _numel(out_shape)
         name = str(n.target) if n.op == "call_module" else n.name
-        op = Op(name, "eltwise", in_elems=in_elems, out_elems=out_elems, reads=[buffer_of[a] for a in ins],
-                in_shape=shape(ins[0]) if ins else None, out_shape=out_shape)
+        op = Op(name, "eltwise", in_elems=in_elems, out_elems=out_elems, reads=[buffer_of[a] for a in ins])
         op.step = idx
         alias: Any = None
         if n.op == "placeholder":

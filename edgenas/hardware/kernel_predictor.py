@@ -88,10 +88,26 @@ class KernelPredictor:
         return float(self.calibration.apply(np.array([self.raw_sum(kernels)]), np.array([len(kernels)]))[0])
 
     def calibrate(self, networks: Sequence[Sequence[Kernel]], measured_ms: Sequence[float]) -> Calibration:
-        """Fit ``measured ~ a * sum + b * kernels + c`` on whole networks measured on the same device."""
-        sums = [self.raw_sum(ks) for ks in networks]
-        self.calibration = Calibration.fit(sums, [len(ks) for ks in networks], measured_ms)
-        return self.calibration
+        """Fit ``measured ~ a * sum + b * kernels + c`` on whole networks measured on the same device.
+
+        The fit is on *relative* errors (each network's row divided by its latency; Huber-weighted), so the
+        small networks of one space count as much as the large ones of another; networks the runtime
+        reduces to a constant (no kernels) are left out. With fewer than five networks only ``a`` is fitted.
+        """
+        from edgenas.hardware.lut import huber_lstsq
+
+        keep = [(ks, y) for ks, y in zip(networks, measured_ms, strict=True) if ks and y > 0]
+        if not keep:
+            raise EdgenasError("no calibration network has kernels and a positive latency")
+        s = np.array([self.raw_sum(ks) for ks, _ in keep])
+        n = np.array([float(len(ks)) for ks, _ in keep])
+        y = np.array([float(v) for _, v in keep])
+        X = np.column_stack([s, n, np.ones_like(s)]) if len(y) >= 5 else s[:, None]
+        coef = list(huber_lstsq(X / y[:, None], np.ones_like(y))) + [0.0, 0.0]
+        cal = Calibration(float(coef[0]), float(coef[1]), float(coef[2]), len(y))
+        cal.train_mape = float(np.mean(np.abs(cal.apply(s, n) / y - 1)) * 100)
+        self.calibration = cal
+        return cal
 
     # ------------------------------------------------------------------------------------- save / load
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -191,13 +207,15 @@ def random_archs(space: Any, n: int, seed: int) -> list[dict[str, Any]]:
     return [space.validate(space.sample(rng)) for _ in range(n)]
 
 
-def build_kernel_predictor(spaces: Sequence[Any], out: str | os.PathLike[str], settings: Any, networks: int = 30,
-                           variants: int = 2, calibrate: int = 10, seed: int = 0, num_classes: int = 10,
-                           in_channels: int = 3, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def build_kernel_predictor(spaces: Sequence[Any], out: str | os.PathLike[str], settings: Any, networks: int = 10,
+                           variants: int = 1, calibrate: int = 10, seed: int = 0, num_classes: int = 10,
+                           in_channels: int = 3, random_per_type: int = 100,
+                           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Sample, measure and fit a kernel predictor for this machine; write it to ``out``.
 
     The kernels of ``networks`` random architectures of each space (the prior) and ``variants`` perturbed
-    copies of each are measured alone (``OUT.kernels.jsonl``, resumable); ``calibrate`` other random
+    copies of each, and ``random_per_type`` kernels per type drawn across the prior's ranges, are measured
+    alone (``OUT.kernels.jsonl``, resumable); ``calibrate`` other random
     networks of each space are measured whole (``OUT.networks/``, :class:`LatencyMeter`'s cache) for the
     calibration. Returns a summary (kernel counts per type, the calibration and its fit error).
     """
@@ -210,7 +228,7 @@ def build_kernel_predictor(spaces: Sequence[Any], out: str | os.PathLike[str], s
     for i, space in enumerate(spaces):
         for arch in random_archs(space, networks, seed + 1000 * i):
             prior += kernels_of_arch(space, arch, num_classes, in_channels)
-    kernels = sample_kernels(prior, variants, seed)
+    kernels = sample_kernels(prior, variants, seed, random_per_type=random_per_type)
     say(f"{len(kernels)} distinct kernels to measure ({len(set(prior))} from {networks} networks per space)")
     results = profile_kernels(kernels, out.with_name(out.name + ".kernels.jsonl"), settings,
                               progress=lambda d, t: say(f"kernels: {d}/{t}") if d % 100 == 0 or d == t else None)
@@ -248,12 +266,16 @@ def evaluate_on_space(pred: KernelPredictor, space: Any, n: int, settings: Any, 
 
     meter = LatencyMeter(space, num_classes, in_channels, _whole_network_settings(settings), cache_dir=cache_dir)
     archs = random_archs(space, n, seed)
-    measured = np.array([meter(a) for a in archs])
     kernels = network_kernels(space, archs, num_classes, in_channels)
+    constant = sum(1 for ks in kernels if not ks)  # the runtime folds the whole network to a constant
+    archs = [a for a, ks in zip(archs, kernels, strict=True) if ks]
+    kernels = [ks for ks in kernels if ks]
+    measured = np.array([meter(a) for a in archs])
     predicted = np.array([pred.predict_network(ks) for ks in kernels])
     err = predicted / measured - 1
-    return {"space": space.name, "networks": n, "mape_pct": float(np.mean(np.abs(err)) * 100),
-            "within_10pct": float(np.mean(np.abs(err) <= 0.10)), "rmse_ms": float(np.sqrt(np.mean(
-                (predicted - measured) ** 2))), "spearman": float(spearmanr(predicted, measured)[0]),
+    return {"space": space.name, "networks": len(archs), "constant_networks_left_out": constant,
+            "mape_pct": float(np.mean(np.abs(err)) * 100), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+            "rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
+            "spearman": float(spearmanr(predicted, measured)[0]),
             "measured_ms": measured.tolist(), "predicted_ms": predicted.tolist(),
             "raw_sum_ms": [pred.raw_sum(ks) for ks in kernels], "kernels": [len(ks) for ks in kernels]}

@@ -67,14 +67,14 @@ class Calibration:
             X = np.column_stack([s, n, np.ones_like(s)])
             if np.linalg.matrix_rank(X) < 3:
                 X = s[:, None]
-        coef = _huber_lstsq(X, y)
+        coef = huber_lstsq(X, y)
         a, b, c = (list(coef) + [0.0, 0.0])[:3]
         cal = cls(float(a), float(b), float(c), int(len(y)))
         cal.train_mape = float(np.mean(np.abs(cal.apply(s, n) / y - 1)) * 100)
         return cal
 
 
-def _huber_lstsq(X: np.ndarray, y: np.ndarray, delta: float = 1.345, iters: int = 30) -> np.ndarray:
+def huber_lstsq(X: np.ndarray, y: np.ndarray, delta: float = 1.345, iters: int = 30) -> np.ndarray:
     """Huber-loss linear regression by iteratively reweighted least squares (scale = MAD of residuals)."""
     w = np.ones(len(y))
     coef = np.linalg.lstsq(X, y, rcond=None)[0]
