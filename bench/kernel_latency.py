@@ -6,6 +6,8 @@
    resumable, ``WORK/kernels.jsonl``).
 2. Measure ``--calibrate`` random networks per space whole for the calibration, and ``--eval`` other random
    networks per space whole for the evaluation (fresh processes, median of 3; cached in ``WORK``).
+   ``--adaptive`` rounds then sample more around the kernels predicted worst out of fold (nn-Meter's
+   adaptive sampling), separately for each predictor's kernels.
 3. Fit two predictors from those measurements: **both** (kernels and calibration of both spaces) and
    **mbv3-tiny only** (nb201 is then a space it never saw: nn-Meter's claim is that kernels generalise to
    unseen models). Baselines fitted on the same calibration networks: latency ~ a * MACs + c per space
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=10, help="random networks per space whose kernels are sampled")
     ap.add_argument("--variants", type=int, default=1)
     ap.add_argument("--random", type=int, default=150, help="kernels per type drawn across the prior's ranges")
+    ap.add_argument("--adaptive", type=int, default=1, help="rounds of sampling around the worst-predicted kernels")
     ap.add_argument("--calibrate", type=int, default=10)
     ap.add_argument("--eval", type=int, default=30)
     ap.add_argument("--lut", default=str(ROOT / "bench/results/lut_mbv3_tiny_onnxruntime_1t.json"),
@@ -47,7 +50,7 @@ def main() -> None:
 
     from scipy.stats import spearmanr
 
-    from edgenas.hardware.kernel_predictor import KernelPredictor, network_kernels, profile_kernels, random_archs
+    from edgenas.hardware.kernel_predictor import KernelPredictor, measure_adaptively, network_kernels, random_archs
     from edgenas.hardware.kernels import sample_kernels
     from edgenas.hardware.lut import Calibration, LatencyTable
     from edgenas.hardware.measure import LatencyMeter, MeasureSettings
@@ -61,10 +64,15 @@ def main() -> None:
              for i, s in enumerate(spaces)}
     sampled = {name: sample_kernels(p, args.variants, seed=0, random_per_type=args.random)
                for name, p in prior.items()}
-    everything = list(dict.fromkeys(k for ks in sampled.values() for k in ks))
-    print(f"{len(everything)} kernels to measure", flush=True)
-    results = profile_kernels(everything, work / "kernels.jsonl", settings,
-                              progress=lambda d, t: print(f"kernels {d}/{t}", flush=True) if d % 200 == 0 else None)
+    # each predictor's kernels: its spaces' samples plus --adaptive rounds around its worst-predicted ones
+    # (measured once: both sets share one results file)
+    groups = {"both": ["mbv3-tiny", "nb201"], "mbv3-tiny only": ["mbv3-tiny"]}
+    kernel_sets: dict[str, list] = {}
+    for label, names in groups.items():
+        ks = list(dict.fromkeys(k for n in names for k in sampled[n]))
+        kernel_sets[label], results = measure_adaptively(ks, work / "kernels.jsonl", settings, args.adaptive, 0,
+                                                         lambda m: print(m, flush=True))
+    everything = list(dict.fromkeys(k for ks in kernel_sets.values() for k in ks))
     kernel_seconds = time.time() - t0
 
     nets: dict[str, dict[str, tuple[list, np.ndarray]]] = {}
@@ -79,8 +87,8 @@ def main() -> None:
             print(f"{s.name} {part}: {n} networks measured", flush=True)
     network_seconds = time.time() - t1
 
-    def fit(names: list[str]) -> KernelPredictor:
-        ks = list(dict.fromkeys(k for n in names for k in sampled[n]))
+    def fit(label: str) -> KernelPredictor:
+        names, ks = groups[label], kernel_sets[label]
         pred = KernelPredictor(seed=0).fit(ks, [results[k.key] for k in ks])
         cal_nets = [kk for n in names for kk in network_kernels(get_space(n), nets[n]["calibrate"][0])]
         cal_ms = np.concatenate([nets[n]["calibrate"][1] for n in names])
@@ -92,7 +100,7 @@ def main() -> None:
         return {"mape_pct": float(np.mean(np.abs(err)) * 100), "within_10pct": float(np.mean(np.abs(err) <= 0.1)),
                 "spearman": float(spearmanr(pred_ms, meas)[0]), "predicted_ms": pred_ms.tolist()}
 
-    predictors = {"kernels (both spaces)": fit(["mbv3-tiny", "nb201"]), "kernels (mbv3-tiny only)": fit(["mbv3-tiny"])}
+    predictors = {"kernels (both spaces)": fit("both"), "kernels (mbv3-tiny only)": fit("mbv3-tiny only")}
     rows: dict[str, dict[str, dict]] = {}
     for s in spaces:
         archs, meas = nets[s.name]["eval"]
@@ -119,9 +127,11 @@ def main() -> None:
             print(f"{name:10s} {label:28s} {sc['mape_pct']:7.1f} {100 * sc['within_10pct']:7.0f} {sc['spearman']:9.3f}")
     out = save("kernel_latency", {
         "settings": {"networks": args.networks, "variants": args.variants, "random": args.random,
+                     "adaptive": args.adaptive,
                      "calibrate": args.calibrate, "eval": args.eval, "lut": args.lut, "backend": "onnxruntime",
                      "threads": 1},
-        "kernels_measured": len(everything), "per_space_kernels": {n: len(k) for n, k in sampled.items()},
+        "kernels_measured": len(everything), "per_space_sampled": {n: len(k) for n, k in sampled.items()},
+        "per_predictor_kernels": {label: len(ks) for label, ks in kernel_sets.items()},
         "kernel_seconds": kernel_seconds, "network_seconds": network_seconds,
         "per_type": {label: p.counts for label, p in predictors.items()},
         "calibration": {label: vars(p.calibration) for label, p in predictors.items()}, "results": rows})

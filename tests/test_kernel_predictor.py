@@ -173,6 +173,30 @@ def test_profiling_resumes_after_an_interruption(tmp_path, monkeypatch):
     assert calls == [k.key for k in kernels] and set(done) == {k.key for k in kernels}
 
 
+def test_adaptive_sampling_measures_more_around_the_worst_predicted(tmp_path, monkeypatch):
+    import edgenas.hardware.layer_measure as lm
+    from edgenas.hardware.kernel_predictor import measure_adaptively
+
+    def fake_measure(items, settings, *args, **kwargs):
+        for name, _module, _shape in items:
+            k = Kernel.from_key(name)
+            bump = 3.0 if k.type == "conv" and k.config[3] == 3 else 1.0  # dense 3x3 convs: a different regime
+            yield name, {"median": bump * _fake_ms(k), "mean": 0.0, "std": 0.0, "min": 0.0, "count": 1}
+
+    monkeypatch.setattr(lm, "measure_modules", fake_measure)
+    space = get_space("nb201")
+    kernels = sample_kernels([k for ks in network_kernels(space, random_archs(space, 2, 0)) for k in ks], 0, seed=0,
+                             random_per_type=12)
+    more, results = measure_adaptively(kernels, tmp_path / "k.jsonl", None, rounds=1, seed=0, trees=30)
+    added = more[len(set(kernels)):]
+    assert added and set(results) == {k.key for k in more}
+    assert len((tmp_path / "k.jsonl").read_text().splitlines()) == len(more)
+    types = {k.type for k in kernels}
+    assert all(k.type in types for k in added)
+    errs = KernelPredictor(n_estimators=30).out_of_fold_errors(kernels, [results[k.key] for k in kernels])
+    assert errs.shape == (len(kernels),) and np.isfinite(errs).all()
+
+
 def test_kernel_types_export_and_run_under_onnxruntime(tmp_path):
     """One real measurement per kernel type (tiny sizes): every stand-alone module exports and runs."""
     from edgenas.hardware.measure import MeasureSettings

@@ -29,6 +29,7 @@ def kernels(
     networks: int = typer.Option(10, help="Random networks per space whose kernels are the prior."),
     variants: int = typer.Option(1, help="Perturbed copies of each prior kernel (channels, input size)."),
     random: int = typer.Option(100, help="Kernels per type drawn across the ranges the prior spans."),
+    adaptive: int = typer.Option(1, help="Rounds of sampling more around the worst-predicted kernels."),
     calibrate: int = typer.Option(10, help="Whole networks per space measured for the calibration."),
     threads: int = typer.Option(1, help="Threads used by the measured runtime."),
     seed: int = typer.Option(0),
@@ -38,7 +39,8 @@ def kernels(
     from edgenas.hardware.measure import MeasureSettings
 
     summary = build_kernel_predictor(_spaces(spaces), out, MeasureSettings(threads=threads), networks, variants,
-                                     calibrate, seed, random_per_type=random, log=lambda s: typer.echo(s, err=True))
+                                     calibrate, seed, random_per_type=random, adaptive=adaptive,
+                                     log=lambda s: typer.echo(s, err=True))
     c = summary["calibration"]
     per = ", ".join(f"{k} {v}" for k, v in summary["per_type"].items())
     typer.echo(f"wrote {out}: {summary['kernels']} kernels ({per}); latency ~ {c['a']:.3f} x sum "

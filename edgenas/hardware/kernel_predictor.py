@@ -66,6 +66,25 @@ class KernelPredictor:
             self.models[kind], self.counts[kind] = model, len(idx)
         return self
 
+    def out_of_fold_errors(self, kernels: Sequence[Kernel], latency_ms: Sequence[float], folds: int = 5,
+                           seed: int = 0) -> np.ndarray:
+        """Each kernel's relative error when predicted by a predictor fitted without it (``folds``-fold,
+        per type, seeded): where the predictor is weak, which is where nn-Meter samples more."""
+        y = np.asarray(latency_ms, dtype=np.float64)
+        fold = np.random.default_rng(seed).integers(0, folds, len(kernels))
+        err = np.zeros(len(kernels))
+        for f in range(folds):
+            train = [i for i in range(len(kernels)) if fold[i] != f]
+            test = [i for i in range(len(kernels)) if fold[i] == f]
+            if not test:
+                continue
+            sub = KernelPredictor(**{k: self.params[k] for k in ("n_estimators", "max_depth", "learning_rate")},
+                                  seed=seed).fit([kernels[i] for i in train], y[train])
+            have = [i for i in test if kernels[i].type in sub.models]
+            if have:
+                err[have] = sub.predict_kernels([kernels[i] for i in have]) / y[have] - 1
+        return err
+
     def predict_kernels(self, kernels: Sequence[Kernel]) -> np.ndarray:
         """Predicted latency (ms) of each kernel measured alone."""
         out = np.zeros(len(kernels))
@@ -180,6 +199,35 @@ def profile_kernels(kernels: Sequence[Kernel], results_path: str | os.PathLike[s
     return done
 
 
+def measure_adaptively(kernels: Sequence[Kernel], results_path: str | os.PathLike[str], settings: Any,
+                       rounds: int = 1, seed: int = 0, log: Callable[[str], None] | None = None,
+                       worst: float = 0.1, copies: int = 3, trees: int = 300) -> tuple[list[Kernel], dict[str, float]]:
+    """Measure ``kernels``, then ``rounds`` times sample more around the worst-predicted ones (nn-Meter's
+    adaptive, fine-grained sampling): the ``worst`` share of kernels by out-of-fold relative error each get
+    ``copies`` perturbed neighbours (sizes scaled by 0.8-1.25), which are measured too."""
+    from edgenas.hardware.kernels import sample_kernels
+
+    say = log or (lambda s: None)
+    kernels = list(dict.fromkeys(kernels))
+
+    def progress(d: int, t: int) -> None:
+        if d % 100 == 0 or d == t:
+            say(f"kernels: {d}/{t}")
+
+    results = profile_kernels(kernels, results_path, settings, progress=progress)
+    for r in range(rounds):
+        measured = [results[k.key] for k in kernels]
+        errors = KernelPredictor(n_estimators=trees, seed=seed).out_of_fold_errors(kernels, measured, seed=seed + r)
+        order = np.argsort(-np.abs(errors))[: max(1, int(len(kernels) * worst))]
+        around = sample_kernels([kernels[i] for i in order], copies, seed + 101 + r, scales=(0.8, 0.9, 1.1, 1.25))
+        new = [k for k in around if k.key not in results]
+        say(f"adaptive round {r + 1}: median out-of-fold error {100 * np.median(np.abs(errors)):.1f}%, "
+            f"{len(new)} kernels sampled around the worst {len(order)}")
+        results = profile_kernels(kernels + new, results_path, settings, progress=progress)
+        kernels += new
+    return kernels, results
+
+
 def read_kernel_results(path: str | os.PathLike[str]) -> dict[str, float]:
     """Kernel key -> median ms from a JSONL results file (lines that do not parse are skipped: a kill may
     have cut the last one)."""
@@ -209,13 +257,14 @@ def random_archs(space: Any, n: int, seed: int) -> list[dict[str, Any]]:
 
 def build_kernel_predictor(spaces: Sequence[Any], out: str | os.PathLike[str], settings: Any, networks: int = 10,
                            variants: int = 1, calibrate: int = 10, seed: int = 0, num_classes: int = 10,
-                           in_channels: int = 3, random_per_type: int = 100,
+                           in_channels: int = 3, random_per_type: int = 100, adaptive: int = 1,
                            log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Sample, measure and fit a kernel predictor for this machine; write it to ``out``.
 
     The kernels of ``networks`` random architectures of each space (the prior) and ``variants`` perturbed
     copies of each, and ``random_per_type`` kernels per type drawn across the prior's ranges, are measured
-    alone (``OUT.kernels.jsonl``, resumable); ``calibrate`` other random
+    alone (``OUT.kernels.jsonl``, resumable), then ``adaptive`` rounds of :func:`measure_adaptively`;
+    ``calibrate`` other random
     networks of each space are measured whole (``OUT.networks/``, :class:`LatencyMeter`'s cache) for the
     calibration. Returns a summary (kernel counts per type, the calibration and its fit error).
     """
@@ -230,8 +279,8 @@ def build_kernel_predictor(spaces: Sequence[Any], out: str | os.PathLike[str], s
             prior += kernels_of_arch(space, arch, num_classes, in_channels)
     kernels = sample_kernels(prior, variants, seed, random_per_type=random_per_type)
     say(f"{len(kernels)} distinct kernels to measure ({len(set(prior))} from {networks} networks per space)")
-    results = profile_kernels(kernels, out.with_name(out.name + ".kernels.jsonl"), settings,
-                              progress=lambda d, t: say(f"kernels: {d}/{t}") if d % 100 == 0 or d == t else None)
+    kernels, results = measure_adaptively(kernels, out.with_name(out.name + ".kernels.jsonl"), settings,
+                                          adaptive, seed, say)
     pred = KernelPredictor(seed=seed)
     pred.backend, pred.threads = settings.backend, settings.threads
     pred.fit(kernels, [results[k.key] for k in kernels])
