@@ -43,6 +43,45 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def save_arrays(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[str, Any],
+                compressed: bool = True) -> None:
+    """Write ``arrays`` and a JSON ``meta`` string as one ``.npz`` (nothing pickled), atomically."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, meta=np.array(json.dumps(meta)), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_arrays(path: str | os.PathLike[str], what: str, fmt: str, again: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by :func:`save_arrays` as ``(meta, arrays)`` (``allow_pickle=False``).
+
+    ``what`` names the kind of file in the errors (``"latency predictor"``), ``fmt`` is the ``format`` its
+    metadata must hold, ``again`` how to make it anew (``"fit it again with 'edgenas latency fit'"``). A
+    missing, truncated or foreign file is one :class:`~edgenas.errors.EdgenasError` line.
+    """
+    import zipfile
+
+    import numpy as np
+
+    from edgenas.errors import EdgenasError
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgenasError(f"{what} '{path}' not found")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise EdgenasError(f"{what} '{path}' is corrupted or truncated ({type(exc).__name__}); {again}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise EdgenasError(f"'{path}' is not an edgenas {what} (expected format '{fmt}')")
+    return meta, arrays
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgenas.errors import EdgenasError
-from edgenas.io import atomic_write_bytes
+from edgenas.io import load_arrays, save_arrays
 from edgenas.spaces.base import Arch
 from edgenas.spaces.mbv3 import MBV3Space
 
@@ -245,8 +244,6 @@ class AccuracyPredictor:
 
     # ---------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike[str]) -> None:
-        import io
-
         arrays: dict[str, np.ndarray] = {"coef": self.coef_}
         for m, mlp in enumerate(self.mlps_):
             for i, (W, b) in enumerate(mlp):
@@ -257,24 +254,12 @@ class AccuracyPredictor:
                            "ridge": self.ridge, "random_state": self.random_state},
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "n_train": self.n_train_,
                 "n_mlps": len(self.mlps_), "n_layers": len(self.mlps_[0]) if self.mlps_ else 0}
-        arrays["meta"] = np.array(json.dumps(meta))
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        save_arrays(path, meta, arrays, compressed=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], space: MBV3Space) -> AccuracyPredictor:
-        p = Path(path)
-        if not p.exists():
-            raise EdgenasError(f"accuracy predictor '{path}' not found")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise EdgenasError(f"'{path}' is not a readable accuracy predictor ({type(exc).__name__})") from None
-        if meta.get("format") != FORMAT:
-            raise EdgenasError(f"'{path}' is not an edgenas accuracy predictor (expected format '{FORMAT}')")
+        meta, arrays = load_arrays(path, "accuracy predictor", FORMAT,
+                                   "fit it again with 'edgenas ofa predictor'")
         if json.dumps(meta["space_config"], sort_keys=True) != json.dumps(space.to_dict(), sort_keys=True):
             raise EdgenasError(f"accuracy predictor '{path}' was trained for space '{meta['space']}', "
                                f"not for space '{space.name}' (or a differently configured one)")

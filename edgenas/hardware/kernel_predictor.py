@@ -17,10 +17,8 @@ use ``.npz`` with a JSON metadata string (``allow_pickle=False``).
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from edgenas.errors import EdgenasError
 from edgenas.hardware.kernels import KERNEL_TYPES, Kernel, kernels_of_arch
 from edgenas.hardware.lut import Calibration
 from edgenas.hardware.regressors import BoostedTrees, RobustLinear
-from edgenas.io import atomic_write_bytes
+from edgenas.io import load_arrays, save_arrays
 
 FORMAT = "edgenas-kernel-predictor/1"
 #: Below this many measured kernels a type gets a robust linear model on log costs instead of trees.
@@ -135,27 +133,14 @@ class KernelPredictor:
                 "threads": self.threads, "calibration": vars(self.calibration),
                 "models": {k: {"kind": m.kind if isinstance(m, BoostedTrees) else "linear",
                                "params": m.get_params()} for k, m in self.models.items()}}
-        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+        arrays: dict[str, np.ndarray] = {}
         for kind, m in self.models.items():
             arrays.update({f"{kind}.{k}": v for k, v in m.to_arrays().items()})
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        save_arrays(path, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KernelPredictor:
-        p = Path(path)
-        if not p.is_file():
-            raise EdgenasError(f"kernel predictor '{path}' not found; build one with 'edgenas latency kernels'")
-        try:
-            with np.load(p, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise EdgenasError(f"kernel predictor '{path}' is corrupted or truncated ({type(exc).__name__}); "
-                               f"build it again with 'edgenas latency kernels'") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise EdgenasError(f"'{path}' is not an edgenas kernel predictor (expected format '{FORMAT}')")
+        meta, arrays = load_arrays(path, "kernel predictor", FORMAT, "build it again with 'edgenas latency kernels'")
         pred = cls()
         pred.params, pred.counts = meta["params"], meta["counts"]
         pred.backend, pred.threads = meta["backend"], meta["threads"]

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +36,7 @@ import numpy as np
 from edgenas.errors import EdgenasError
 from edgenas.hardware.features import Features
 from edgenas.hardware.regressors import REGRESSORS, RobustLinear, huber_weights
-from edgenas.io import atomic_write_bytes
+from edgenas.io import load_arrays, save_arrays
 from edgenas.spaces.base import SearchSpace
 
 FORMAT = "edgenas-latency-predictor/1"
@@ -231,34 +229,18 @@ class LatencyPredictor:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``path`` (``.npz``: arrays and a JSON metadata string; nothing pickled), atomically."""
-        import io
-
-        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(self._meta()))}
-        arrays.update({f"base.{k}": v for k, v in self.base_.to_arrays().items()})
+        arrays: dict[str, np.ndarray] = {f"base.{k}": v for k, v in self.base_.to_arrays().items()}
         if self.resid_ is not None:
             arrays.update({f"resid.{k}": v for k, v in self.resid_.to_arrays().items()})
         if self.features_.lut_values is not None:
             arrays["lut.values"] = self.features_.lut_values
             arrays["lut.calibration"] = self.features_.lut_calibration
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        save_arrays(path, self._meta(), arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], space: SearchSpace | None = None) -> LatencyPredictor:
         """Read a saved predictor; ``space`` (if given) must be the one it was trained for."""
-        p = Path(path)
-        if not p.is_file():
-            raise EdgenasError(f"latency predictor '{path}' not found")
-        try:
-            with np.load(p, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise EdgenasError(f"latency predictor '{path}' is corrupted or truncated ({type(exc).__name__}); "
-                               f"fit it again with 'edgenas latency fit'") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise EdgenasError(f"'{path}' is not an edgenas latency predictor (expected format '{FORMAT}')")
+        meta, arrays = load_arrays(path, "latency predictor", FORMAT, "fit it again with 'edgenas latency fit'")
         from edgenas.spaces import get_space
 
         if space is None:
