@@ -103,31 +103,22 @@ class Kernel:
             else:
                 pool = nn.AvgPool2d(3, 1 if c["out_hw"] == c["hw"] else 2, 1)
             return pool.eval(), (1, c["channels"], c["hw"], c["hw"])
-        return _Eltwise(c["inputs"]).eval(), (1, c["elements"], 1, 1)
+        return _eltwise_module(max(1, c["inputs"])).eval(), (1, c["elements"], 1, 1)
 
 
-def _eltwise_class() -> Any:
+def _eltwise_module(inputs: int) -> Any:
+    """``inputs`` operands combined element by element: the one input read ``inputs`` times (a module
+    measured alone has one input; the element count, which decides the time, is the kernel's)."""
     from torch import nn
 
     class Eltwise(nn.Module):
-        """``inputs`` operands combined element by element: the one input read ``inputs`` times (a module
-        measured alone has one input; the element count, which decides the time, is the kernel's)."""
-
-        def __init__(self, inputs: int) -> None:
-            super().__init__()
-            self.inputs = max(1, int(inputs))
-
         def forward(self, x: Any) -> Any:
             y = x
-            for _ in range(self.inputs - 1):
+            for _ in range(inputs - 1):
                 y = y + x
-            return y if self.inputs > 1 else x * 0.5
+            return y if inputs > 1 else x * 0.5
 
-    return Eltwise
-
-
-def _Eltwise(inputs: int) -> Any:  # noqa: N802 - a module factory, named like the class it builds
-    return _eltwise_class()(inputs)
+    return Eltwise()
 
 
 # ------------------------------------------------------------------------------------------ detection
@@ -257,8 +248,7 @@ def sample_kernels(prior: Iterable[Kernel], variants: int, seed: int = 0,
     for k in base:
         for _ in range(variants):
             v = _perturb(k, rng, scales)
-            if v is not None:
-                seen.setdefault(v.key, v)
+            seen.setdefault(v.key, v)
     for kind in KERNEL_TYPES:
         of_kind = [k for k in base if k.type == kind]
         for v in _across_ranges(of_kind, random_per_type, rng):
@@ -294,7 +284,7 @@ def _across_ranges(kernels: Sequence[Kernel], n: int, rng: np.random.Generator) 
     return out
 
 
-def _perturb(k: Kernel, rng: np.random.Generator, scales: Sequence[float]) -> Kernel | None:
+def _perturb(k: Kernel, rng: np.random.Generator, scales: Sequence[float]) -> Kernel:
     c = dict(zip(CONFIG_FIELDS[k.type], k.config, strict=True))
 
     def scaled(v: int, multiple: int = 1) -> int:
