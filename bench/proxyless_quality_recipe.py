@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--targets", default="tight,medium,loose")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--no-zero-gamma", action="store_true",
+                    help="train without zero-gamma residual blocks (the recipe of results before 2026-11-29)")
     ap.add_argument("--max-train", type=int, default=5000)
     ap.add_argument("--work", default="runs/proxyless_quality_recipe")
     ap.add_argument("--shard", default=None, help="i/n: train only this share, do not write the table")
@@ -62,8 +64,9 @@ def main() -> None:
             sys.exit(f"'{args.source}' has no quality results for target '{name}'")
         jobs.append((name, "derived", source["searches"][name]["arch"]))
         jobs += [(name, f"peer{i}", p["arch"]) for i, p in enumerate(source["quality"][name]["peers"])]
-    recipe = TrainRecipe(epochs=args.epochs, batch_size=32, augment=args.augment)
-    tag = f"e{args.epochs}{'_aug' if args.augment else ''}_n{args.max_train}"
+    recipe = TrainRecipe(epochs=args.epochs, batch_size=32, augment=args.augment,
+                         zero_last_gamma=not args.no_zero_gamma)
+    tag = f"e{args.epochs}{'_aug' if args.augment else ''}_n{args.max_train}{'' if args.no_zero_gamma else '_zg'}"
     work = Path(args.work) / tag
     work.mkdir(parents=True, exist_ok=True)
     data = load_dataset(f"npz:{Path(args.bench_data) / 'cifar10'}").subset(args.max_train)
@@ -105,7 +108,8 @@ def main() -> None:
         "source": str(Path(args.source).relative_to(ROOT)) if Path(args.source).is_relative_to(ROOT) else args.source,
         "source_recipe": source.get("quality_recipe"),
         "recipe": (f"from scratch, {args.epochs} epochs, SGD-Nesterov lr 0.1 cosine, batch 32, label smoothing 0.1"
-                   f"{', random crops (pad 4) and flips' if args.augment else ''}, first {args.max_train} training "
+                   f"{', random crops (pad 4) and flips' if args.augment else ''}"
+                   f"{'' if args.no_zero_gamma else ', zero-gamma residual blocks'}, first {args.max_train} training "
                    f"images, validated on the 2,000 held-out images, "
                    f"{'seed 0' if args.seeds == 1 else f'seeds 0-{args.seeds - 1}, the mean per architecture'}"),
         "targets": rows})

@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--warmup-epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=None, help="the search's weight learning rate (default: the config's)")
     ap.add_argument("--train-epochs", type=int, default=3, help="epochs of the from-scratch quality recipe")
+    ap.add_argument("--no-zero-gamma", action="store_true",
+                    help="the quality recipe without zero-gamma residual blocks (results before 2026-11-29)")
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--stages", default="search,steer,quality")
     ap.add_argument("--lut", default=str(LUT), help="the layer table the searches use (recalibrated first); "
@@ -89,7 +91,7 @@ def main() -> None:
     import torch
 
     from edgenas.data import load_dataset
-    from edgenas.estimators.train import TrainEstimator
+    from edgenas.estimators.train import TrainEstimator, TrainRecipe
     from edgenas.hardware.lut import LatencyTable
     from edgenas.hardware.measure import LatencyMeter, MeasureSettings
     from edgenas.io import atomic_write_json, machine_info
@@ -211,11 +213,13 @@ def main() -> None:
     # ------------------------------------------------------------------ 3. quality
     if "quality" in stages:
         data = load_dataset(data_spec).subset(args.max_train)
-        est = TrainEstimator(space, data, epochs=args.train_epochs, batch_size=32, seed=0)
+        est = TrainEstimator(space, data, seed=0, recipe=TrainRecipe(epochs=args.train_epochs, batch_size=32,
+                                                                     zero_last_gamma=not args.no_zero_gamma))
         # One JSON per architecture, laid out like bench/proxyless_quality_recipe.py's cache, so searches
         # derived two ways share their peers' training and that script's --seeds reuses seed 0:
         #   proxyless_quality_recipe.py --work WORK/train_cache --epochs E --seeds N
-        cache = Path(args.work) / "train_cache" / f"e{args.train_epochs}_n{args.max_train}"
+        zg = "" if args.no_zero_gamma else "_zg"
+        cache = Path(args.work) / "train_cache" / f"e{args.train_epochs}_n{args.max_train}{zg}"
         cache.mkdir(parents=True, exist_ok=True)
 
         def train(arch: dict) -> float:
@@ -228,7 +232,8 @@ def main() -> None:
             return float(json.loads(path.read_text())["accuracy"])
 
         res["quality_recipe"] = (f"from scratch, {args.train_epochs} epochs, SGD-Nesterov lr 0.1 cosine, batch 32, "
-                                 f"label smoothing 0.1, first {args.max_train} of the 8,000 training images, "
+                                 f"label smoothing 0.1, {'zero-gamma residual blocks, ' if zg else ''}"
+                                 f"first {args.max_train} of the 8,000 training images, "
                                  f"validated on 2,000 held-out images, seed 0")
         for name, s in res["searches"].items():
             q = res["quality"].setdefault(name, {"peers": []})

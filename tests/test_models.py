@@ -78,3 +78,39 @@ def test_count_macs_equals_pytorchs_flop_counter_mode(space_name):
         first = count_macs(fresh, resolution)
         assert first == reference.get_total_flops() // 2 > 0
         assert count_macs(fresh, resolution) == first  # no one-off set-up work counted on the first pass
+
+
+def test_zero_last_gamma_makes_every_residual_block_the_identity():
+    from edgenas.models.blocks import MBConv, zero_last_gamma
+
+    space = get_space("mbv3-tiny")
+    model = space.build(space.extreme(smallest=False), 10, 3).eval()
+    blocks = [m for m in model.modules() if isinstance(m, MBConv)]
+    residual = [b for b in blocks if b.residual]
+    assert 0 < len(residual) < len(blocks)
+    before = {id(b): b.project[1].weight.detach().clone() for b in blocks}
+    assert zero_last_gamma(model) == len(residual)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for b in blocks:
+            inp = torch.randn(2, b.cin, 8, 8)
+            if b.residual:
+                torch.testing.assert_close(b(inp), inp)
+            else:  # transition blocks keep their weights and change the shape or values
+                assert torch.equal(b.project[1].weight, before[id(b)])
+        assert torch.isfinite(model(x)).all()
+
+
+def test_training_from_scratch_starts_with_zero_gamma_unless_the_recipe_says_no():
+    from edgenas.data import load_dataset
+    from edgenas.estimators.train import TrainEstimator, TrainRecipe
+    from edgenas.models.blocks import MBConv
+
+    space = get_space("mbv3-tiny")
+    data = load_dataset("digits").subset(64)
+    arch = space.extreme(smallest=False)
+    for flag in (True, False):
+        est = TrainEstimator(space, data, recipe=TrainRecipe(epochs=0, zero_last_gamma=flag))
+        model, _ = est.fit(arch)
+        gammas = [m.project[1].weight for m in model.modules() if isinstance(m, MBConv) and m.residual]
+        assert gammas and all(bool((g == 0).all()) == flag for g in gammas)

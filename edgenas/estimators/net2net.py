@@ -40,7 +40,7 @@ from torch import nn
 from edgenas.data import Dataset
 from edgenas.errors import EdgenasError
 from edgenas.evaluators import Evaluator
-from edgenas.models.blocks import MBConv
+from edgenas.models.blocks import MBConv, zero_last_gamma
 from edgenas.spaces.base import SearchSpace
 
 SYMMETRY_NOISE = 0.01  # relative noise on copied channels when the estimator widens a block
@@ -200,7 +200,10 @@ class Net2NetEstimator(Evaluator):
             key = self.space.key(root)
             if key not in self.pool:
                 self.parents[key] = None
-                self._train(self.space.build(root, self.data.num_classes, self.data.in_channels, self.seed), root)
+                model = self.space.build(root, self.data.num_classes, self.data.in_channels, self.seed)
+                if self.recipe.zero_last_gamma:  # the root alone is trained from scratch
+                    zero_last_gamma(model)
+                self._train(model, root)
             return key, root
         return max(candidates, key=lambda c: (_size(self.space, c[1]), c[0]))
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from edgenas.data import Dataset
 from edgenas.evaluators import Evaluator
+from edgenas.models.blocks import zero_last_gamma
 from edgenas.spaces.base import SearchSpace
 
 
@@ -37,6 +38,10 @@ class TrainRecipe:
     label_smoothing: float = 0.1
     threads: int = 1  # tiny networks gain little from more, and oversubscribed cores lose a lot
     augment: bool = False  # random crops of padded images and horizontal flips (edgenas.augment)
+    # A network trained from scratch starts with its residual blocks as the identity (zero-gamma, Goyal et al.
+    # 2017; edgenas.models.blocks.zero_last_gamma). Without it a 3-epoch recipe ranks deep networks below
+    # shallow ones of the same latency (docs/gradient_nas.md, "Zero-gamma").
+    zero_last_gamma: bool = True
 
 
 def weights_file(weights_dir: str | os.PathLike[str], space: SearchSpace, arch: Mapping[str, Any]) -> Path:
@@ -168,6 +173,8 @@ class TrainEstimator(Evaluator):
         """Build, train and validate ``arch``; returns the trained model and its accuracy."""
         arch = self.space.validate(arch)
         model = self.space.build(arch, self.data.num_classes, self.data.in_channels, seed=self.seed)
+        if self.recipe.zero_last_gamma:
+            zero_last_gamma(model)
         x_train, x_val = self.data.at_resolution(self.space.resolution(arch))
         train_model(model, x_train, self.data.y_train, self.recipe, self.seed)
         return model, evaluate_accuracy(model, x_val, self.data.y_val)

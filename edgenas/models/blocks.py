@@ -110,3 +110,21 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def zero_last_gamma(model: nn.Module) -> int:
+    """Start every residual MBConv as the identity: zero the scale (gamma) of its projection's batch norm.
+
+    The zero-gamma initialisation of Goyal et al. ("Accurate, Large Minibatch SGD", 2017), also offered by the
+    Once-for-All and ProxylessNAS networks (``zero_last_gamma``): a deep network then starts as shallow as its
+    transition blocks and its residual branches grow in as they learn, so a short training recipe no longer
+    punishes depth. For training from scratch only: applied to trained weights it would erase the branches, and
+    zero-cost proxies score the network as built (with it, the residual branches would get no gradient).
+    Returns how many blocks were changed.
+    """
+    changed = 0
+    for m in model.modules():
+        if isinstance(m, MBConv) and m.residual:
+            nn.init.zeros_(m.project[1].weight)
+            changed += 1
+    return changed
