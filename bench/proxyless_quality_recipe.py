@@ -103,6 +103,18 @@ def main() -> None:
         print(f"{name}: derived {derived:.2f} vs peers {float(np.mean(peers)):.2f} +- {float(np.std(peers)):.2f} "
               f"({', '.join(f'{p:.1f}' for p in peers)}); with the source's recipe {old['derived_accuracy']:.2f} "
               f"vs {old.get('peer_mean', float('nan')):.2f}", flush=True)
+    # Does the recipe reward capacity? Rank correlation of measured latency and accuracy over every network
+    # trained (derived and peers of all targets): a recipe under which slower networks come out *less* accurate
+    # measures how fast a network trains, not how good it is, and no search can beat its peers under it.
+    measured = {(name, "derived"): source["steering"].get(name, {}).get("derived", {}).get("measured_ms")
+                for name in args.targets.split(",")}
+    measured.update({(name, f"peer{i}"): p.get("measured_ms") for name in args.targets.split(",")
+                     for i, p in enumerate(source["quality"][name]["peers"])})
+    pairs = [(measured[k], results[k]) for k in results if measured.get(k) is not None]
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs])[0]) if len(pairs) > 2 else None
+    print(f"latency vs accuracy over {len(pairs)} networks: Spearman {rho:+.3f}" if rho is not None else "", flush=True)
     seeds_tag = "" if args.seeds == 1 else f"_seeds{args.seeds}"
     out = save(f"proxyless_quality_{Path(args.source).stem}_{tag}{seeds_tag}", {
         "source": str(Path(args.source).relative_to(ROOT)) if Path(args.source).is_relative_to(ROOT) else args.source,
@@ -112,7 +124,9 @@ def main() -> None:
                    f"{'' if args.no_zero_gamma else ', zero-gamma residual blocks'}, first {args.max_train} training "
                    f"images, validated on the 2,000 held-out images, "
                    f"{'seed 0' if args.seeds == 1 else f'seeds 0-{args.seeds - 1}, the mean per architecture'}"),
-        "targets": rows})
+        "targets": rows,
+        "latency_accuracy_spearman": {"rho": rho, "networks": len(pairs),
+                                      "is": "measured latency vs accuracy (mean over seeds), every network trained"}})
     print(f"wrote {out}")
 
 
