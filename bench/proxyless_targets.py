@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=3, help="epochs of the from-scratch quality recipe")
     ap.add_argument("--no-zero-gamma", action="store_true",
                     help="the quality recipe without zero-gamma residual blocks (results before 2026-11-29)")
+    ap.add_argument("--zero-gamma", action="store_true",
+                    help="the supernet's residual candidates start as the identity (GradientSearchConfig.zero_gamma)")
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--stages", default="search,steer,quality")
     ap.add_argument("--lut", default=str(LUT), help="the layer table the searches use (recalibrated first); "
@@ -82,6 +84,7 @@ def main() -> None:
     suffix += "" if args.constraint == "equal" else f"_{args.constraint.replace('-', '')}"
     suffix += "" if args.lr is None else f"_lr{args.lr:g}"
     suffix += f"_warm{args.shared_warmup}" if args.shared_warmup else ""
+    suffix += "_zg" if args.zero_gamma else ""
     args.out = args.out or str(ROOT / f"bench/results/proxyless_targets{suffix}.json")
     args.work = args.work or str(ROOT / f"runs/proxyless_targets{suffix}")
     all_targets = TARGETS if args.target_ms is None else dict(zip(TARGETS, map(float, args.target_ms.split(",")),
@@ -110,6 +113,7 @@ def main() -> None:
                 "derive": args.derive, "data": "CIFAR-10 reference copy (test split), 32 px",
                 "max_train": args.max_train, "weight_sharing": args.weight_sharing,
                 "constraint": args.constraint, "lr": args.lr, "shared_warmup_epochs": args.shared_warmup,
+                "zero_gamma": args.zero_gamma,
                 "epochs": args.epochs, "warmup_epochs": args.warmup_epochs})
     res.setdefault("searches", {})
     res.setdefault("steering", {})
@@ -143,7 +147,8 @@ def main() -> None:
         save()
     # ------------------------------------------------------------------ 1. search
     common = dict(method="proxyless", space="mbv3-tiny", data=data_spec, max_train=args.max_train, resolution=32,
-                  width=1.0, seed=0, sharing=args.weight_sharing, **({} if args.lr is None else {"lr": args.lr}))
+                  width=1.0, seed=0, sharing=args.weight_sharing, zero_gamma=args.zero_gamma,
+                  **({} if args.lr is None else {"lr": args.lr}))
     init_weights = None
     if args.shared_warmup and "search" in stages:
         wdir = Path(args.work) / "shared_warmup"

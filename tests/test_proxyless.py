@@ -479,3 +479,24 @@ def test_method_defaults_nested_weights_for_proxyless_separate_for_darts(tmp_pat
     assert (explicit.sharing, explicit.lr) == ("none", 0.1)
     # a stored config (resumed search) keeps the values it was run with
     assert GradientSearchConfig.from_json(explicit.to_json()).sharing == "none"
+
+
+@pytest.mark.parametrize("sharing", ["none", "nested"])
+def test_zero_gamma_supernet_starts_every_residual_candidate_as_the_skip(space, sharing):
+    def outputs(zero_gamma: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        net = ProxylessSupernet(space, 10, 3, resolution=16, width=0.75, seed=0, sharing=sharing,
+                                zero_gamma=zero_gamma).eval()
+        rng = np.random.default_rng(0)
+        some = [int(rng.integers(len(net.candidates))) for _ in net.zero_slots]  # a candidate MBConv per slot
+        skip = [len(net.candidates) if droppable else c for c, droppable in zip(some, net.zero_slots, strict=True)]
+        x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            net.fix(some)
+            a = net(x)
+            net.fix(skip)
+            return a, net(x)
+
+    with_candidates, skipped = outputs(True)  # logits are tiny at init: compare relative to their size
+    torch.testing.assert_close(with_candidates, skipped, rtol=1e-4, atol=1e-4 * float(skipped.abs().max()))
+    with_candidates, skipped = outputs(False)
+    assert float((with_candidates - skipped).abs().max()) > 1e-2 * float(skipped.abs().max())

@@ -119,6 +119,9 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
         init_weights: str = typer.Option(None, "--init-weights",
                                          help="An earlier search's --out folder whose network weights start this "
                                               "one (share one warm-up: run it with --warmup-epochs = --epochs)."),
+        zero_gamma: bool = typer.Option(None, "--zero-gamma/--no-zero-gamma",
+                                        help="MBV3: start every residual candidate as the identity (zero-gamma "
+                                             "batch norm; off by default)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted search in --out."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
@@ -128,7 +131,8 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
              batch_size=batch_size, lr=lr, arch_lr=arch_lr, max_train=max_train, resolution=resolution,
              width=width, candidates=_candidates(candidates), sharing=weight_sharing, derive=derive, window=window,
              select_from=select_from, arch_every=arch_every, seed=seed, threads=threads,
-             cache_dir=cache_dir, retrain_epochs=retrain_epochs, init_weights=init_weights)
+             cache_dir=cache_dir, retrain_epochs=retrain_epochs, init_weights=init_weights,
+             zero_gamma=zero_gamma)
 
     search.__doc__ = ("Search with binarized paths and a latency loss; writes OUT/arch.json (resumable)."
                       if method == "proxyless" else

@@ -123,8 +123,10 @@ def zero_last_gamma(model: nn.Module) -> int:
     Returns how many blocks were changed.
     """
     changed = 0
-    for m in model.modules():
-        if isinstance(m, MBConv) and m.residual:
-            nn.init.zeros_(m.project[1].weight)
-            changed += 1
+    for m in model.modules():  # MBConv and the supernets' elastic MBConvs: a ``residual`` flag and a ``project``
+        if getattr(m, "residual", False) is True and isinstance(getattr(m, "project", None), nn.Module):
+            norms = [b for b in m.project.modules() if isinstance(b, nn.BatchNorm2d)]
+            if norms:
+                nn.init.zeros_(norms[-1].weight)
+                changed += 1
     return changed

@@ -119,6 +119,7 @@ class GradientSearchConfig:
     nb201_channels: int = 8
     nb201_cells: int = 1
     init_weights: str | None = None  # an earlier search's folder: its network weights start this one
+    zero_gamma: bool = False  # mbv3: residual candidates start as the identity (zero-gamma, Goyal et al. 2017)
 
     def __post_init__(self) -> None:
         for key, value in METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["darts"]).items():
@@ -197,7 +198,7 @@ def build_network(config: GradientSearchConfig, space: Any, num_classes: int, in
 
     cands = [tuple(c) for c in config.candidates] if config.candidates else None
     return ProxylessSupernet(space, num_classes, in_channels, config.resolution, config.width, cands, mode,
-                             seed=config.seed, sharing=config.sharing)
+                             seed=config.seed, sharing=config.sharing, zero_gamma=config.zero_gamma)
 
 
 def load_block_latency(config: GradientSearchConfig, net: Any, num_classes: int, in_channels: int,

@@ -73,6 +73,11 @@ class DynamicMBConv(nn.Module):
         self.project = DynamicConvBNAct(max_hidden, max_out, 1, act="none")
         self.active_kernel, self.active_expand, self.active_out = max(kernels), max(expands), max_out
 
+    @property
+    def residual(self) -> bool:
+        """Whether the block adds its input at full size (stride 1, as many channels out as in)."""
+        return self.stride == 1 and self.max_in == self.max_out
+
     def set_active(self, kernel: int, expand: int, cout: int) -> None:
         self.active_kernel, self.active_expand, self.active_out = kernel, expand, cout
         self.depthwise.conv.active_kernel = kernel

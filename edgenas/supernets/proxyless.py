@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from edgenas.errors import EdgenasError, unknown_name
-from edgenas.models.blocks import MBConv, init_weights
+from edgenas.models.blocks import MBConv, init_weights, zero_last_gamma
 from edgenas.models.mbv3 import MBV3Net, build_mbv3
 from edgenas.spaces.mbv3 import MBV3Space
 from edgenas.supernets.mixed import MixedOp, ZeroOp, weights_without
@@ -88,6 +88,7 @@ class ProxylessSupernet(MBV3Net):
         mode: str = "binary",
         seed: int = 0,
         sharing: str = "none",
+        zero_gamma: bool = False,
     ) -> None:
         if sharing not in SHARING:
             raise unknown_name("weight sharing", sharing, SHARING)
@@ -149,6 +150,8 @@ class ProxylessSupernet(MBV3Net):
             super().__init__(ref.stem, nn.Sequential(*blocks), ref.head, ref.classifier)
             self.shared_blocks = nn.ModuleList(shared)
             init_weights(self)
+            if zero_gamma:  # every residual candidate starts as the identity (edgenas.models.blocks)
+                zero_last_gamma(self)
         self.space, self.num_classes, self.in_channels = space, num_classes, in_channels
         self.resolution, self.width, self.seed = resolution, width, seed
         self.candidates = candidates
