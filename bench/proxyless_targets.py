@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--zero-gamma", action="store_true",
                     help="the supernet's residual candidates start as the identity (GradientSearchConfig.zero_gamma)")
     ap.add_argument("--peers", type=int, default=5)
+    ap.add_argument("--peer-tries", type=int, default=400,
+                    help="random networks drawn per target in search of peers (a rerun continues the draw)")
     ap.add_argument("--stages", default="search,steer,quality")
     ap.add_argument("--lut", default=str(LUT), help="the layer table the searches use (recalibrated first); "
                     "default the one in bench/results; a table profiled on this machine fits it better")
@@ -248,7 +250,7 @@ def main() -> None:
             lat = res["steering"].get(name, {}).get("derived", {}).get("measured_ms") or meter(s["arch"])
             rng = np.random.default_rng(100 + list(TARGETS).index(name))
             tries = 0
-            while len(q["peers"]) < args.peers and tries < 400:
+            while len(q["peers"]) < args.peers and tries < args.peer_tries:
                 cand = space.sample(rng)
                 cand.update(resolution=32, width=1.0)
                 cand = space.validate(cand)
