@@ -475,6 +475,7 @@ def test_method_defaults_nested_weights_for_proxyless_separate_for_darts(tmp_pat
     darts = GradientSearchConfig(out=str(tmp_path), method="darts")
     assert (proxyless.sharing, proxyless.lr) == ("nested", 0.03)
     assert (darts.sharing, darts.lr) == ("none", 0.1)
+    assert (proxyless.zero_gamma, darts.zero_gamma) == (True, False)
     explicit = GradientSearchConfig(out=str(tmp_path), method="proxyless", sharing="none", lr=0.1)
     assert (explicit.sharing, explicit.lr) == ("none", 0.1)
     # a stored config (resumed search) keeps the values it was run with
@@ -500,3 +501,17 @@ def test_zero_gamma_supernet_starts_every_residual_candidate_as_the_skip(space, 
     torch.testing.assert_close(with_candidates, skipped, rtol=1e-4, atol=1e-4 * float(skipped.abs().max()))
     with_candidates, skipped = outputs(False)
     assert float((with_candidates - skipped).abs().max()) > 1e-2 * float(skipped.abs().max())
+
+
+@needs_lut
+def test_a_search_from_before_zero_gamma_resumes_and_keeps_its_initialisation_recorded(tmp_path):
+    old = GradientSearch(_config(tmp_path, epochs=1, warmup_epochs=1))
+    old.start()
+    old.run()
+    stored = json.loads((tmp_path / "run/search.json").read_text())
+    del stored["zero_gamma"]  # written before the setting existed: its supernet started without it
+    (tmp_path / "run/search.json").write_text(json.dumps(stored))
+    again = GradientSearch(_config(tmp_path, epochs=2, warmup_epochs=1))  # today's default: zero_gamma on
+    again.start(resume=True)
+    assert again.epoch == 1
+    assert json.loads((tmp_path / "run/search.json").read_text())["zero_gamma"] is False

@@ -121,7 +121,7 @@ def _search_command(method: str):  # noqa: ANN202 - builds a Typer command
                                               "one (share one warm-up: run it with --warmup-epochs = --epochs)."),
         zero_gamma: bool = typer.Option(None, "--zero-gamma/--no-zero-gamma",
                                         help="MBV3: start every residual candidate as the identity (zero-gamma "
-                                             "batch norm; off by default)."),
+                                             "batch norm; proxyless default on, darts off)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted search in --out."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:

@@ -65,6 +65,9 @@ CONSTRAINTS = ("equal", "at-most")
 #: Settings that change only how the architecture is derived from a trained search, not the training: a
 #: resumed (or finished) search may change them.
 DERIVATION_ONLY = ("derive", "window", "select_from")
+#: Settings that only shape the initial weights, which a checkpoint replaces: a resume keeps the stored value
+#: (searches from before a setting existed ran without it: ``zero_gamma`` False).
+INIT_ONLY = {"zero_gamma": False}
 TARGETS = ("cpu", "lut:PATH")
 
 
@@ -73,8 +76,8 @@ TARGETS = ("cpu", "lut:PATH")
 #: CPU budgets, at lr 0.1 and at 0.02-0.03 alike, while nested weights at lr 0.03 learn
 #: (bench/proxyless_supernet_training.py, docs/gradient_nas.md); DARTS keeps its separate candidates.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "proxyless": {"sharing": "nested", "lr": 0.03},
-    "darts": {"sharing": "none", "lr": 0.1},
+    "proxyless": {"sharing": "nested", "lr": 0.03, "zero_gamma": True},
+    "darts": {"sharing": "none", "lr": 0.1, "zero_gamma": False},
 }
 
 
@@ -119,7 +122,8 @@ class GradientSearchConfig:
     nb201_channels: int = 8
     nb201_cells: int = 1
     init_weights: str | None = None  # an earlier search's folder: its network weights start this one
-    zero_gamma: bool = False  # mbv3: residual candidates start as the identity (zero-gamma, Goyal et al. 2017)
+    # mbv3: residual candidates start as the identity (zero-gamma, Goyal et al. 2017); None: the method's default
+    zero_gamma: bool | None = None
 
     def __post_init__(self) -> None:
         for key, value in METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["darts"]).items():
@@ -198,7 +202,7 @@ def build_network(config: GradientSearchConfig, space: Any, num_classes: int, in
 
     cands = [tuple(c) for c in config.candidates] if config.candidates else None
     return ProxylessSupernet(space, num_classes, in_channels, config.resolution, config.width, cands, mode,
-                             seed=config.seed, sharing=config.sharing, zero_gamma=config.zero_gamma)
+                             seed=config.seed, sharing=config.sharing, zero_gamma=bool(config.zero_gamma))
 
 
 def load_block_latency(config: GradientSearchConfig, net: Any, num_classes: int, in_channels: int,
@@ -302,8 +306,11 @@ class GradientSearch:
                                    f"or choose another --out")
             stored = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
             mine = self.config.to_json()
-            defaults = GradientSearchConfig(out=self.config.out).to_json()  # keys older searches did not store
-            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots", *DERIVATION_ONLY)
+            # keys older searches did not store take the defaults of their method
+            defaults = GradientSearchConfig(out=self.config.out, method=stored.get("method", "proxyless")).to_json()
+            for k, before in INIT_ONLY.items():
+                setattr(self.config, k, stored.get(k, before))
+            differ = [k for k in mine if k not in ("out", "epochs", "cache_dir", "plots", *DERIVATION_ONLY, *INIT_ONLY)
                       and stored.get(k, defaults[k]) != mine[k]]
             if differ:
                 k = differ[0]
