@@ -69,6 +69,8 @@ def main() -> None:
                     help="the quality recipe without zero-gamma residual blocks (results before 2026-11-29)")
     ap.add_argument("--zero-gamma", action="store_true",
                     help="the supernet's residual candidates start as the identity (GradientSearchConfig.zero_gamma)")
+    ap.add_argument("--search-seed", type=int, default=0,
+                    help="seed of the supernet and the searches (the peers' draw and the recipe's seed stay)")
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--peer-tries", type=int, default=400,
                     help="random networks drawn per target in search of peers (a rerun continues the draw)")
@@ -115,7 +117,7 @@ def main() -> None:
                 "derive": args.derive, "data": "CIFAR-10 reference copy (test split), 32 px",
                 "max_train": args.max_train, "weight_sharing": args.weight_sharing,
                 "constraint": args.constraint, "lr": args.lr, "shared_warmup_epochs": args.shared_warmup,
-                "zero_gamma": args.zero_gamma,
+                "zero_gamma": args.zero_gamma, "search_seed": args.search_seed,
                 "epochs": args.epochs, "warmup_epochs": args.warmup_epochs})
     res.setdefault("searches", {})
     res.setdefault("steering", {})
@@ -149,7 +151,7 @@ def main() -> None:
         save()
     # ------------------------------------------------------------------ 1. search
     common = dict(method="proxyless", space="mbv3-tiny", data=data_spec, max_train=args.max_train, resolution=32,
-                  width=1.0, seed=0, sharing=args.weight_sharing, zero_gamma=args.zero_gamma,
+                  width=1.0, seed=args.search_seed, sharing=args.weight_sharing, zero_gamma=args.zero_gamma,
                   **({} if args.lr is None else {"lr": args.lr}))
     init_weights = None
     if args.shared_warmup and "search" in stages:
